@@ -1,0 +1,72 @@
+package hub
+
+import (
+	"errors"
+	"sync/atomic"
+)
+
+// ErrQueueFull is reported for a connection whose send queue had no room.
+var ErrQueueFull = errors.New("send queue full")
+
+// Reporter learns the outcome of one Message. Report is called exactly once
+// per Route that found at least one connection, from whichever goroutine
+// settled the outcome (a connection's writer, or Route itself), so it must
+// not block for long.
+type Reporter interface {
+	Report(m *Message, err error)
+}
+
+// Message is one payload on its way to every local connection of a uid.
+// The router's caller owns it and may reuse it once its Reporter has been
+// called and every connection has finished with it; Pending tells when.
+type Message struct {
+	// Data is written as one WebSocket frame; connections must not modify it.
+	Data []byte
+	// Binary selects a binary frame; otherwise a text frame (valid UTF-8).
+	Binary bool
+	// Reporter is told the outcome; it must be set before Route.
+	Reporter Reporter
+
+	pending  atomic.Int32 // connections (plus Route's hold) yet to finish
+	reported atomic.Bool
+	err      atomic.Pointer[error]
+}
+
+// Finish is called by a connection once per Enqueue that returned true,
+// after its write completed (err nil) or was abandoned (err non-nil).
+func (m *Message) Finish(err error) {
+	if err == nil {
+		if m.reported.CompareAndSwap(false, true) {
+			m.Reporter.Report(m, nil)
+		}
+		m.pending.Add(-1)
+		return
+	}
+	m.fail(err)
+}
+
+// Pending returns how many connections still hold m. Zero after the
+// outcome is reported means m can be reused.
+func (m *Message) Pending() int { return int(m.pending.Load()) }
+
+// fail records err and drops one hold; the last hold to go reports the
+// failure if no connection succeeded.
+func (m *Message) fail(err error) {
+	m.err.Store(&err)
+	m.release()
+}
+
+// release drops one hold; when none remain and nothing succeeded, it
+// reports the last recorded error.
+func (m *Message) release() {
+	if m.pending.Add(-1) != 0 {
+		return
+	}
+	if m.reported.CompareAndSwap(false, true) {
+		var err error = ErrQueueFull
+		if p := m.err.Load(); p != nil {
+			err = *p
+		}
+		m.Reporter.Report(m, err)
+	}
+}

@@ -1,0 +1,115 @@
+// Package natsserver runs the in-process nats-server with JetStream that makes
+// pusher work with zero setup; it exists because this concern fits none of the
+// product packages, and production deployments replace it with PUSHER_NATS_URL.
+package natsserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/zap"
+)
+
+// Config tunes the embedded server. Zero values mean the documented default.
+type Config struct {
+	// Listen is host:port for NATS clients; default 127.0.0.1:4222. Port 0
+	// or -1 picks a free port (tests). A non-loopback host is refused:
+	// the embedded server has no authentication.
+	Listen string
+	// StoreDir is JetStream's file storage directory; required.
+	StoreDir string
+	// ReadyTimeout bounds the wait for the server to accept clients; default 10s.
+	ReadyTimeout time.Duration
+}
+
+// Server is a running embedded nats-server.
+type Server struct {
+	ns *server.Server
+}
+
+// Start starts the server and waits until it accepts connections. log may be
+// nil to silence the server. The caller must call Shutdown.
+func Start(cfg Config, log *zap.Logger) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("embedded nats: store dir is required")
+	}
+	listen := cfg.Listen
+	if listen == "" {
+		listen = "127.0.0.1:4222"
+	}
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats listen %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("embedded nats listen %q: host must be a loopback address", listen)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats listen %q: bad port: %w", listen, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "pusher-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		NoLog:      log == nil,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if log != nil {
+		ns.SetLoggerV2(zapLogger{log}, false, false, false)
+	}
+	ns.Start()
+	ready := cfg.ReadyTimeout
+	if ready <= 0 {
+		ready = 10 * time.Second
+	}
+	if !ns.ReadyForConnections(ready) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats on %s: not ready after %s", listen, ready)
+	}
+	return &Server{ns: ns}, nil
+}
+
+// ClientURL is the nats:// URL clients use to reach the server.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and waits for it; safe to call more than once.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// zapLogger adapts zap to nats-server's logger. Every line becomes the stable
+// event "nats.server" with the server's own text in "detail"; server lines
+// are lifecycle events, rare enough that formatting them is fine. Notices
+// (the banner, listen lines) go to debug: pusher.ready names the addresses.
+type zapLogger struct{ l *zap.Logger }
+
+const eventServer = "nats.server"
+
+func detail(format string, v []any) zap.Field { return zap.String("detail", fmt.Sprintf(format, v...)) }
+
+func (z zapLogger) Noticef(format string, v ...any) { z.l.Debug(eventServer, detail(format, v)) }
+func (z zapLogger) Warnf(format string, v ...any)   { z.l.Warn(eventServer, detail(format, v)) }
+func (z zapLogger) Fatalf(format string, v ...any)  { z.l.Error(eventServer, detail(format, v)) }
+func (z zapLogger) Errorf(format string, v ...any)  { z.l.Error(eventServer, detail(format, v)) }
+func (z zapLogger) Debugf(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
+func (z zapLogger) Tracef(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
+
+// InProcessConn returns a connection to the server that bypasses TCP, for
+// nats.InProcessServer: pusher's own client talks to its embedded server
+// without loopback sockets.
+func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
