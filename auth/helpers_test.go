@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// testNow is the injected clock of every test: nothing here reads the wall clock.
+var testNow = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
+
+func fixedClock() time.Time { return testNow }
+
+// testSecret is the HS256 secret shared by the tests and fuzz targets.
+var testSecret = []byte("test-secret-0123456789-abcdefghij")
+
+// keyDir holds the committed Ed25519 pair other packages' tests use too.
+var keyDir = filepath.Join("..", "testdata", "keys")
+
+// testKeys is one freshly generated key of every supported family, with the
+// public halves PEM-encoded as an operator would supply them.
+type testKeys struct {
+	rsa    *rsa.PrivateKey
+	rsaPEM []byte
+	ec     *ecdsa.PrivateKey
+	ecPEM  []byte
+	ed     ed25519.PrivateKey
+	edPEM  []byte
+}
+
+func newTestKeys(tb testing.TB) testKeys {
+	tb.Helper()
+	var k testKeys
+	k.rsa = newRSAKey(tb, 2048)
+	k.rsaPEM = pkixPEM(tb, &k.rsa.PublicKey)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatalf("generate ECDSA key: %v", err)
+	}
+	k.ec, k.ecPEM = ec, pkixPEM(tb, &ec.PublicKey)
+	edPub, ed, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatalf("generate Ed25519 key: %v", err)
+	}
+	k.ed, k.edPEM = ed, pkixPEM(tb, edPub)
+	return k
+}
+
+func newRSAKey(tb testing.TB, bits int) *rsa.PrivateKey {
+	tb.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		tb.Fatalf("generate RSA-%d key: %v", bits, err)
+	}
+	return k
+}
+
+// pkixPEM encodes pub as a "PUBLIC KEY" PEM block.
+func pkixPEM(tb testing.TB, pub any) []byte {
+	tb.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		tb.Fatalf("marshal public key: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// certPEM wraps priv's public key in a self-signed "CERTIFICATE" PEM block.
+func certPEM(tb testing.TB, priv *ecdsa.PrivateKey) []byte {
+	tb.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: testNow, NotAfter: testNow.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		tb.Fatalf("create certificate: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// sign mints a token with the given method, key and claims.
+func sign(tb testing.TB, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	tb.Helper()
+	s, err := jwt.NewWithClaims(m, claims).SignedString(key)
+	if err != nil {
+		tb.Fatalf("sign %s token: %v", m.Alg(), err)
+	}
+	return s
+}
+
+// unsignedToken builds "<header>.<payload>." by hand, as an attacker would,
+// with the given alg and raw JSON payload.
+func unsignedToken(alg, payload string) string {
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(`{"alg":"`+alg+`","typ":"JWT"}`)) + "." +
+		enc.EncodeToString([]byte(payload)) + "."
+}
+
+// omit, as a value in claims' extra, deletes that claim (nil means JSON null).
+type omit struct{}
+
+// claims returns {uid, exp: now+1h} merged with extra.
+func claims(uid string, extra jwt.MapClaims) jwt.MapClaims {
+	c := jwt.MapClaims{"uid": uid, "exp": testNow.Add(time.Hour).Unix()}
+	for k, v := range extra {
+		if v == (omit{}) {
+			delete(c, k)
+			continue
+		}
+		c[k] = v
+	}
+	return c
+}
+
+func newTestVerifier(tb testing.TB, cfg Config) *Verifier {
+	tb.Helper()
+	if cfg.Now == nil {
+		cfg.Now = fixedClock
+	}
+	v, err := NewVerifier(cfg)
+	if err != nil {
+		tb.Fatalf("NewVerifier: %v", err)
+	}
+	return v
+}
+
+// readKeyFile reads one of the committed keys under testdata/keys.
+func readKeyFile(tb testing.TB, name string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join(keyDir, name))
+	if err != nil {
+		tb.Fatalf("read key: %v", err)
+	}
+	return b
+}
+
+// committedEdKey returns the committed Ed25519 private key and public PEM.
+func committedEdKey(tb testing.TB) (any, []byte) {
+	tb.Helper()
+	priv, err := jwt.ParseEdPrivateKeyFromPEM(readKeyFile(tb, "ed25519.pem"))
+	if err != nil {
+		tb.Fatalf("parse committed private key: %v", err)
+	}
+	return priv, readKeyFile(tb, "ed25519.pub.pem")
+}
