@@ -1,0 +1,207 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Dead-letter headers (DESIGN.md).
+const (
+	HeaderReason          = "Pusher-Reason"
+	HeaderOriginalSubject = "Pusher-Original-Subject"
+	HeaderOriginalSeq     = "Pusher-Original-Seq"
+	HeaderDeliveries      = "Pusher-Deliveries"
+	HeaderFailedAt        = "Pusher-Failed-At"
+	// HeaderReplayOf marks a replayed message with the dead letter's
+	// sequence in PUSH_DLQ, for tracing.
+	HeaderReplayOf = "Pusher-Replay-Of"
+)
+
+// Reasons a message is dead-lettered, the value of Pusher-Reason.
+const (
+	ReasonOffline    = "offline"
+	ReasonMaxDeliver = "max_deliver"
+	ReasonBadSubject = "bad_subject"
+)
+
+// DeadLetter is one message in PUSH_DLQ.
+type DeadLetter struct {
+	Seq             uint64 // sequence in PUSH_DLQ
+	UID             string // from the DLQ subject
+	Reason          string
+	OriginalSubject string
+	OriginalSeq     uint64
+	Deliveries      int
+	FailedAt        time.Time
+	Data            []byte
+	Header          nats.Header // the original publisher's headers, Pusher-* removed
+}
+
+// ErrMalformedDeadLetter is returned by ParseDeadLetter for a PUSH_DLQ
+// message that pusher did not write, or that was altered.
+var ErrMalformedDeadLetter = errors.New("malformed dead letter")
+
+// ParseDeadLetter reads a stored PUSH_DLQ message. It never panics on
+// hostile input; anything off returns an error wrapping
+// ErrMalformedDeadLetter with the DeadLetter filled as far as it could be.
+func ParseDeadLetter(subject string, seq uint64, h nats.Header, data []byte) (DeadLetter, error) {
+	dl := DeadLetter{Seq: seq, Data: data, Header: nats.Header{}}
+	for k, v := range h {
+		if !strings.HasPrefix(k, "Pusher-") {
+			dl.Header[k] = v
+		}
+	}
+	dl.Reason = h.Get(HeaderReason)
+	dl.OriginalSubject = h.Get(HeaderOriginalSubject)
+	var errs []error
+	uid, err := uidFromDLQSubject(subject)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	dl.UID = uid
+	if dl.Reason == "" {
+		errs = append(errs, errors.New("no "+HeaderReason))
+	}
+	if v := h.Get(HeaderOriginalSeq); v != "" {
+		if dl.OriginalSeq, err = strconv.ParseUint(v, 10, 64); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", HeaderOriginalSeq, err))
+		}
+	}
+	if v := h.Get(HeaderDeliveries); v != "" {
+		if dl.Deliveries, err = strconv.Atoi(v); err != nil || dl.Deliveries < 0 {
+			errs = append(errs, fmt.Errorf("%s %q: not a count", HeaderDeliveries, v))
+		}
+	}
+	if v := h.Get(HeaderFailedAt); v != "" {
+		if dl.FailedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", HeaderFailedAt, err))
+		}
+	}
+	if len(errs) > 0 {
+		return dl, fmt.Errorf("%w: %w", ErrMalformedDeadLetter, errors.Join(errs...))
+	}
+	return dl, nil
+}
+
+// deadLetterMsg builds the PUSH_DLQ message for a failed original. It
+// keeps the payload and the publisher's headers except Nats-* ones, and
+// sets a Nats-Msg-Id so a crash between publishing the dead letter and
+// terminating the original does not store it twice.
+func deadLetterMsg(uid, reason, subject string, seq uint64, deliveries uint64, published time.Time, h nats.Header, data []byte, now time.Time) *nats.Msg {
+	out := nats.Header{}
+	for k, v := range h {
+		if !strings.HasPrefix(k, "Nats-") && !strings.HasPrefix(k, "Pusher-") {
+			out[k] = v
+		}
+	}
+	out.Set(HeaderReason, reason)
+	out.Set(HeaderOriginalSubject, subject)
+	out.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	out.Set(HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	out.Set(HeaderFailedAt, now.UTC().Format(time.RFC3339Nano))
+	// Sequence plus publish time: unique even if PUSH is recreated and
+	// its sequences start again.
+	out.Set(jetstream.MsgIDHeader, "pusher-dl-"+strconv.FormatUint(seq, 10)+"-"+strconv.FormatInt(published.UnixNano(), 10))
+	return &nats.Msg{Subject: DLQSubject(uid), Header: out, Data: data}
+}
+
+// DLQ reads and replays dead letters. It is what `pusher dlq` and
+// replay-on-connect share.
+type DLQ struct {
+	js jetstream.JetStream
+}
+
+// NewDLQ returns a DLQ over js.
+func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
+
+// Each calls fn for every dead letter of uid in stored order, or of every
+// uid when uid is empty. Malformed dead letters are passed with the parse
+// error so callers can show them; fn returning an error stops the walk.
+func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) error) error {
+	stream, err := d.js.Stream(ctx, DLQStreamName)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", DLQStreamName, err)
+	}
+	filter := DLQSubjects
+	if uid != "" {
+		filter = DLQSubject(uid)
+	}
+	for seq := uint64(1); ; {
+		raw, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("get dead letter after seq %d: %w", seq, err)
+		}
+		dl, perr := ParseDeadLetter(raw.Subject, raw.Sequence, raw.Header, raw.Data)
+		if err := fn(dl, perr); err != nil {
+			return err
+		}
+		seq = raw.Sequence + 1
+	}
+}
+
+// ReplayFilter picks which dead letters Replay republishes.
+type ReplayFilter func(DeadLetter) bool
+
+// OnlyOffline replays dead letters of users who were offline: what a
+// user who connects should get.
+func OnlyOffline(dl DeadLetter) bool { return dl.Reason == ReasonOffline }
+
+// AllReplayable replays every dead letter that names a valid uid.
+func AllReplayable(DeadLetter) bool { return true }
+
+// Replay republishes uid's dead letters that keep accepts (every uid's when
+// uid is empty) to push.<uid>, and deletes each from PUSH_DLQ only after
+// JetStream acked its republish, so a crash in between duplicates rather
+// than loses. Malformed dead letters stay where they are. progress, when
+// not nil, is called after each replayed message. It returns how many were
+// replayed and how many were skipped as malformed.
+func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progress func(replayed int)) (replayed, skipped int, err error) {
+	stream, err := d.js.Stream(ctx, DLQStreamName)
+	if err != nil {
+		return 0, 0, fmt.Errorf("open stream %s: %w", DLQStreamName, err)
+	}
+	err = d.Each(ctx, uid, func(dl DeadLetter, perr error) error {
+		if perr != nil {
+			skipped++
+			return nil
+		}
+		if !keep(dl) || dl.Reason == ReasonBadSubject {
+			return nil
+		}
+		h := dl.Header
+		h.Set(HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
+		// Concurrent replays of one dead letter (two connects at once)
+		// publish the same id; JetStream keeps one.
+		h.Set(jetstream.MsgIDHeader, "pusher-replay-"+strconv.FormatUint(dl.Seq, 10))
+		msg := &nats.Msg{Subject: PushSubject(dl.UID), Header: h, Data: dl.Data}
+		if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+			return fmt.Errorf("republish dead letter %d: %w", dl.Seq, err)
+		}
+		if err := stream.DeleteMsg(ctx, dl.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isAlreadyDeleted(err) {
+			return fmt.Errorf("delete dead letter %d: %w", dl.Seq, err)
+		}
+		replayed++
+		if progress != nil {
+			progress(replayed)
+		}
+		return nil
+	})
+	return replayed, skipped, err
+}
+
+// isAlreadyDeleted matches the server's answer when a concurrent replay
+// deleted the message first.
+func isAlreadyDeleted(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound
+}

@@ -1,0 +1,122 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Topology is the JetStream layout pusher creates or updates at start.
+// Zero values mean the documented default.
+type Topology struct {
+	// Replicas for both streams and the consumer; default 1 (3 on a cluster).
+	Replicas int
+	// Retention is PUSH's MaxAge; default 24h.
+	Retention time.Duration
+	// DLQRetention is PUSH_DLQ's MaxAge; default 168h.
+	DLQRetention time.Duration
+	// AckWait is how long a delivery may stay unacked before JetStream
+	// redelivers it; default 30s. It must exceed the WebSocket write
+	// deadline plus queueing, or slow writes are redelivered while still in
+	// flight. pusher does its own back-off with NakWithDelay rather than a
+	// consumer BackOff list, which would silently shrink AckWait to its
+	// first step.
+	AckWait time.Duration
+	// MaxAckPending caps unacked deliveries; default 65536, so acking after
+	// the write never stalls throughput.
+	MaxAckPending int
+}
+
+const duplicateWindow = 2 * time.Minute
+
+func (t Topology) withDefaults() (Topology, error) {
+	if t.Replicas == 0 {
+		t.Replicas = 1
+	}
+	if t.Retention == 0 {
+		t.Retention = 24 * time.Hour
+	}
+	if t.DLQRetention == 0 {
+		t.DLQRetention = 168 * time.Hour
+	}
+	if t.AckWait == 0 {
+		t.AckWait = 30 * time.Second
+	}
+	if t.MaxAckPending == 0 {
+		t.MaxAckPending = 65536
+	}
+	switch {
+	case t.Replicas < 1 || t.Replicas > 5:
+		return t, fmt.Errorf("replicas %d: want 1 to 5", t.Replicas)
+	case t.Retention < duplicateWindow || t.DLQRetention < duplicateWindow:
+		return t, fmt.Errorf("retention must be at least the %s duplicate window", duplicateWindow)
+	case t.AckWait < time.Second:
+		return t, fmt.Errorf("ack wait %s: want at least 1s", t.AckWait)
+	case t.MaxAckPending < 1:
+		return t, fmt.Errorf("max ack pending %d: want at least 1", t.MaxAckPending)
+	}
+	return t, nil
+}
+
+// EnsureTopology creates or updates streams PUSH and PUSH_DLQ and the
+// durable pull consumer "pusher", and returns the consumer. It is
+// idempotent; every node calls it at start and again when the consumer
+// disappears under it.
+func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	t, err := t.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("topology: %w", err)
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        StreamName,
+		Description: "pusher: messages for users, subject push.<uid>",
+		Subjects:    []string{PushSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      t.Retention,
+		Duplicates:  duplicateWindow,
+		Replicas:    t.Replicas,
+	}, {
+		Name:        DLQStreamName,
+		Description: "pusher: dead letters, subject dlq.push.<uid>, headers Pusher-*",
+		Subjects:    []string{DLQSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      t.DLQRetention,
+		Duplicates:  duplicateWindow,
+		Replicas:    t.Replicas,
+		AllowDirect: true, // replay-on-connect looks up a uid's dead letters on every connect
+	}}
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+		Durable:       DurableName,
+		Description:   "pusher: delivers push.<uid> to WebSocket connections",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		MaxDeliver:    -1, // pusher counts deliveries itself and dead-letters; see Config.MaxDeliver
+		MaxAckPending: t.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      t.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s: %w", DurableName, err)
+	}
+	return cons, nil
+}
+
+// isGone reports whether err means the stream or consumer no longer exists,
+// so the topology must be created again.
+func isGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
+}

@@ -1,0 +1,292 @@
+package hub
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testConn is a hub.Conn whose writes succeed or fail as the test says.
+// It writes synchronously from a goroutine per message, like a pump.
+type testConn struct {
+	accept  bool  // Enqueue's answer
+	fail    error // outcome of every write
+	mu      sync.Mutex
+	got     [][]byte
+	closed  atomic.Int32
+	code    atomic.Int32
+	pending sync.WaitGroup
+}
+
+func (c *testConn) Enqueue(m *Message) bool {
+	if !c.accept {
+		return false
+	}
+	c.pending.Add(1)
+	go func() {
+		defer c.pending.Done()
+		c.mu.Lock()
+		c.got = append(c.got, m.Data)
+		c.mu.Unlock()
+		m.Finish(c.fail)
+	}()
+	return true
+}
+
+func (c *testConn) Close(code int, _ string) {
+	c.closed.Add(1)
+	c.code.Store(int32(code))
+}
+
+// reports records every Report call.
+type reports struct {
+	mu   sync.Mutex
+	errs []error
+	done chan struct{}
+}
+
+func newReports() *reports { return &reports{done: make(chan struct{}, 100)} }
+
+func (r *reports) Report(_ *Message, err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+	r.done <- struct{}{}
+}
+
+func (r *reports) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no report")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.errs[len(r.errs)-1]
+}
+
+func mustNew(t *testing.T, cfg Config) *Hub {
+	t.Helper()
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestRouteOutcomes(t *testing.T) {
+	errWrite := errors.New("write failed")
+	tests := []struct {
+		name    string
+		give    []*testConn
+		wantN   int
+		wantErr error // nil: success reported
+		silent  bool  // offline: no report at all
+	}{
+		{name: "offline", give: nil, wantN: 0, silent: true},
+		{name: "one ok", give: []*testConn{{accept: true}}, wantN: 1},
+		{name: "one of two fails", give: []*testConn{{accept: true, fail: errWrite}, {accept: true}}, wantN: 2},
+		{name: "all fail", give: []*testConn{{accept: true, fail: errWrite}, {accept: true, fail: errWrite}}, wantN: 2, wantErr: errWrite},
+		{name: "queue full", give: []*testConn{{accept: false}}, wantN: 1, wantErr: ErrQueueFull},
+		{name: "full and ok", give: []*testConn{{accept: false}, {accept: true}}, wantN: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := mustNew(t, Config{})
+			for _, c := range tt.give {
+				if err := h.Add("u1", c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := newReports()
+			m := &Message{Data: []byte("hi"), Reporter: r}
+			if n := h.Route("u1", m); n != tt.wantN {
+				t.Fatalf("Route = %d, want %d", n, tt.wantN)
+			}
+			for _, c := range tt.give {
+				c.pending.Wait()
+			}
+			if tt.silent {
+				if len(r.errs) != 0 {
+					t.Fatalf("offline route reported %v", r.errs)
+				}
+				return
+			}
+			if err := r.wait(t); !errors.Is(err, tt.wantErr) && err != tt.wantErr {
+				t.Fatalf("reported %v, want %v", err, tt.wantErr)
+			}
+			if len(r.errs) != 1 {
+				t.Fatalf("reported %d times, want exactly once", len(r.errs))
+			}
+			if m.Pending() != 0 {
+				t.Fatalf("pending = %d after all finished", m.Pending())
+			}
+		})
+	}
+}
+
+func TestRouteOnlyToUID(t *testing.T) {
+	h := mustNew(t, Config{})
+	a, b := &testConn{accept: true}, &testConn{accept: true}
+	_ = h.Add("a", a)
+	_ = h.Add("b", b)
+	r := newReports()
+	h.Route("a", &Message{Data: []byte("x"), Reporter: r})
+	r.wait(t)
+	a.pending.Wait()
+	if len(a.got) != 1 || len(b.got) != 0 {
+		t.Fatalf("a got %d, b got %d; want 1, 0", len(a.got), len(b.got))
+	}
+}
+
+func TestLimits(t *testing.T) {
+	h := mustNew(t, Config{MaxConns: 3, MaxConnsPerUID: 2})
+	c := func() Conn { return &testConn{accept: true} }
+	if err := h.Add("a", c()); err != nil {
+		t.Fatal(err)
+	}
+	x := c()
+	if err := h.Add("a", x); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Add("a", c()); !errors.Is(err, ErrUIDFull) {
+		t.Fatalf("third conn for a: %v, want ErrUIDFull", err)
+	}
+	if err := h.Add("b", c()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Add("c", c()); !errors.Is(err, ErrNodeFull) {
+		t.Fatalf("fourth conn: %v, want ErrNodeFull", err)
+	}
+	h.Remove("a", x)
+	h.Remove("a", x) // unknown conn: no effect
+	if got := h.Len(); got != 2 {
+		t.Fatalf("Len = %d, want 2", got)
+	}
+	if err := h.Add("c", c()); err != nil {
+		t.Fatalf("after a remove: %v", err)
+	}
+	if _, err := New(Config{MaxConns: -1}); err == nil {
+		t.Fatal("negative limit accepted")
+	}
+}
+
+func TestOnlineAndKick(t *testing.T) {
+	h := mustNew(t, Config{})
+	a1, a2 := &testConn{accept: true}, &testConn{accept: true}
+	if h.Online("a") {
+		t.Fatal("online before add")
+	}
+	_ = h.Add("a", a1)
+	_ = h.Add("a", a2)
+	if !h.Online("a") {
+		t.Fatal("not online after add")
+	}
+	if n := h.Kick("a", 4001, "kicked"); n != 2 {
+		t.Fatalf("Kick = %d, want 2", n)
+	}
+	if a1.code.Load() != 4001 || a2.code.Load() != 4001 {
+		t.Fatal("kick did not close both with 4001")
+	}
+	h.Remove("a", a1)
+	h.Remove("a", a2)
+	if h.Online("a") {
+		t.Fatal("online after remove")
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	h := mustNew(t, Config{})
+	conns := []*testConn{{accept: true}, {accept: true}, {accept: true}}
+	for i, c := range conns {
+		_ = h.Add(string(rune('a'+i)), c)
+	}
+	done := make(chan bool)
+	go func() { done <- h.Shutdown(nil, 1001, "bye") }()
+	// Shutdown waits until every conn is removed, as the ws handler does
+	// after its close.
+	for i, c := range conns {
+		deadline := time.Now().Add(5 * time.Second)
+		for c.closed.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("conn not closed")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		h.Remove(string(rune('a'+i)), c)
+	}
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("Shutdown returned false")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return after all conns left")
+	}
+	if err := h.Add("z", &testConn{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add after shutdown: %v, want ErrClosed", err)
+	}
+	if !h.Shutdown(nil, 1001, "bye") {
+		t.Fatal("second Shutdown should return at once with true")
+	}
+	stop := make(chan struct{})
+	close(stop)
+	h2 := mustNew(t, Config{})
+	_ = h2.Add("a", &testConn{accept: true})
+	if h2.Shutdown(stop, 1001, "bye") {
+		t.Fatal("Shutdown with expired deadline and a live conn returned true")
+	}
+}
+
+// TestConcurrentRouteAndChurn runs Route against Add/Remove of the same
+// uids; with -race it checks the lock contract, and it checks that every
+// route that found a connection reported exactly once.
+func TestConcurrentRouteAndChurn(t *testing.T) {
+	h := mustNew(t, Config{})
+	const uids, rounds = 8, 2000
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := range uids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uid := string(rune('a' + i))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c := &testConn{accept: true}
+				_ = h.Add(uid, c)
+				h.Remove(uid, c)
+				c.pending.Wait()
+			}
+		}()
+	}
+	var routed, reported atomic.Int64
+	var rwg sync.WaitGroup
+	counter := reporterFunc(func(*Message, error) { reported.Add(1); rwg.Done() })
+	for i := range rounds {
+		m := &Message{Data: []byte("x"), Reporter: counter}
+		rwg.Add(1)
+		if h.Route(string(rune('a'+i%uids)), m) > 0 {
+			routed.Add(1)
+		} else {
+			rwg.Done()
+		}
+	}
+	rwg.Wait()
+	close(stop)
+	wg.Wait()
+	if routed.Load() != reported.Load() {
+		t.Fatalf("routed %d, reported %d", routed.Load(), reported.Load())
+	}
+}
+
+type reporterFunc func(*Message, error)
+
+func (f reporterFunc) Report(m *Message, err error) { f(m, err) }

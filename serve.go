@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
+	"github.com/pusher-io/pusher/natsserver"
+	"github.com/pusher-io/pusher/ws"
+)
+
+// devSecret signs and verifies tokens when no key is configured and NATS
+// is embedded, so the README's five-minute path needs no setup. It is
+// public, so serve logs a warning, and refuses it with an external NATS,
+// which means a real deployment.
+const devSecret = "pusher-dev-secret-do-not-use-in-production"
+
+// Compile-time checks that hub serves as consumer's router and kicker.
+var (
+	_ consumer.Router = (*hub.Hub)(nil)
+	_ consumer.Kicker = (*hub.Hub)(nil)
+)
+
+type serveConfig struct {
+	httpAddr, natsListen, dataDir                     *string
+	nats                                              *natsFlags
+	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
+	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
+	apiKey                                            *string
+	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
+	maxDeliver, maxAckPending, sendQueue              *int
+	maxConns, maxConnsPerUID, replicas                *int
+	replayOnConnect, logDelivered, ui                 *bool
+}
+
+func serveFlags(env *environ) (*flagSet, *serveConfig) {
+	f := newFlagSet("serve", "pusher [serve] [flags]", env)
+	c := &serveConfig{
+		httpAddr:   f.String("http-addr", "PUSHER_HTTP_ADDR", "127.0.0.1:8181", "HTTP listen address (/ws, /metrics, /healthz, /readyz, /v1/push)"),
+		nats:       addNATSFlags(f, "NATS server URLs; empty starts an embedded NATS server", ""),
+		natsListen: f.String("nats-listen", "PUSHER_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS listen address (loopback only)"),
+		dataDir:    f.String("data-dir", "PUSHER_DATA_DIR", "./data", "embedded NATS JetStream storage directory"),
+
+		jwtSecret:      f.Secret("jwt-secret", "JWT_SECRET", "HS256 secret verifying client tokens"),
+		jwtPublicKey:   f.String("jwt-public-key", "PUSHER_JWT_PUBLIC_KEY", "", "PEM public key file verifying RS256/ES256/EdDSA client tokens"),
+		jwtIssuer:      f.String("jwt-issuer", "PUSHER_JWT_ISSUER", "", "required token issuer (iss), if set"),
+		jwtAudience:    f.String("jwt-audience", "PUSHER_JWT_AUDIENCE", "", "required token audience (aud), if set"),
+		jwtUIDClaim:    f.String("jwt-uid-claim", "PUSHER_JWT_UID_CLAIM", "uid", "claim holding the user id (falls back to sub)"),
+		allowedOrigins: f.List("allowed-origins", "PUSHER_ALLOWED_ORIGINS", "", "browser origins allowed to connect, * for any; empty: same origin only"),
+		apiKey:         f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
+
+		retention:       f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
+		dlqRetention:    f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
+		maxDeliver:      f.Int("max-deliver", "PUSHER_MAX_DELIVER", 5, "deliveries before a message is dead-lettered"),
+		backoff:         f.List("backoff", "PUSHER_BACKOFF", "1s,5s,30s", "redelivery delays after failed deliveries, last repeating"),
+		ackWait:         f.Duration("ack-wait", "PUSHER_ACK_WAIT", 30*time.Second, "redeliver if a delivery is not settled in this time (crash)"),
+		maxAckPending:   f.Int("max-ack-pending", "PUSHER_MAX_ACK_PENDING", 65536, "unacked deliveries the consumer allows"),
+		sendQueue:       f.Int("send-queue", "PUSHER_SEND_QUEUE", 1024, "messages queued per connection before it is closed as slow (4002)"),
+		maxConns:        f.Int("max-conns", "PUSHER_MAX_CONNS", 0, "connections per node, 0 unlimited"),
+		maxConnsPerUID:  f.Int("max-conns-per-uid", "PUSHER_MAX_CONNS_PER_UID", 0, "connections per user per node, 0 unlimited"),
+		replicas:        f.Int("replicas", "PUSHER_REPLICAS", 1, "stream and consumer replicas (3 on a cluster)"),
+		replayOnConnect: f.Bool("replay-on-connect", "PUSHER_REPLAY_ON_CONNECT", true, "replay a user's offline dead letters when they connect"),
+		logDelivered:    f.Bool("log-delivered", "PUSHER_LOG_DELIVERED", true, "log a push.delivered line per delivered message"),
+		logLevel:        f.String("log-level", "PUSHER_LOG_LEVEL", "info", "debug, info, warn or error"),
+		shutdownTimeout: f.Duration("shutdown-timeout", "PUSHER_SHUTDOWN_TIMEOUT", 15*time.Second, "time allowed for a graceful shutdown"),
+		ui:              f.Bool("ui", "PUSHER_UI", true, "serve the browser test client at /"),
+	}
+	return f, c
+}
+
+// Log events of the serve lifecycle.
+const (
+	evReady        = "pusher.ready"
+	evStopping     = "pusher.stopping"
+	evStopped      = "pusher.stopped"
+	evDevSecret    = "auth.dev_secret"
+	evNATSDown     = "nats.disconnected"
+	evNATSUp       = "nats.reconnected"
+	evShutdownStep = "pusher.shutdown_incomplete"
+)
+
+func runServe(ctx context.Context, env *environ, args []string) error {
+	f, c := serveFlags(env)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if len(f.args()) > 0 {
+		return usagef("serve takes no arguments, got %q", f.args())
+	}
+	backoff, err := parseDurations(*c.backoff)
+	if err != nil {
+		return usageError{fmt.Errorf("--backoff: %w", err)}
+	}
+
+	log, closeLog, err := logging.New(env.stdout, logging.Config{Level: *c.logLevel, BufferSize: 256 << 10})
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() { _ = closeLog() }()
+
+	embedded := *c.nats.url == ""
+	verifier, err := newVerifier(c, embedded, log)
+	if err != nil {
+		return err
+	}
+	h, err := hub.New(hub.Config{MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID})
+	if err != nil {
+		return usageError{err}
+	}
+
+	var srv *natsserver.Server
+	natsURL := *c.nats.url
+	if embedded {
+		dir, err := filepath.Abs(*c.dataDir)
+		if err != nil {
+			return fmt.Errorf("data dir %s: %w", *c.dataDir, err)
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+		srv, err = natsserver.Start(natsserver.Config{Listen: *c.natsListen, StoreDir: dir}, log.Named("nats"))
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		natsURL = srv.ClientURL()
+	}
+	nc, ncClosed, err := connectServer(c, srv, natsURL, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	cons, err := consumer.New(js, h, log, consumer.Config{
+		Topology: consumer.Topology{
+			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention,
+			AckWait: *c.ackWait, MaxAckPending: *c.maxAckPending,
+		},
+		MaxDeliver:     *c.maxDeliver,
+		Backoff:        backoff,
+		QuietDelivered: !*c.logDelivered,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
+	err = cons.Start(startCtx)
+	cancelStart()
+	if err != nil {
+		return fmt.Errorf("start consumer: %w", err)
+	}
+	kicks, err := consumer.SubscribeKicks(nc, h, log)
+	if err != nil {
+		return err
+	}
+
+	wsCfg := ws.Config{AllowedOrigins: splitList(*c.allowedOrigins), SendQueue: *c.sendQueue}
+	if *c.replayOnConnect {
+		wsCfg.OnConnect = cons.TriggerReplay
+	}
+	wsHandler, err := ws.NewHandler(h, verifier, log, wsCfg)
+	if err != nil {
+		return usageError{err}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", wsHandler)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		natsOK, consOK := nc.IsConnected(), cons.Ready()
+		status := http.StatusOK
+		if !natsOK || !consOK {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, map[string]bool{"ready": status == http.StatusOK, "nats": natsOK, "consumer": consOK})
+	})
+	httpSrv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second, // half-open handshakes cannot pile up
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10, // a token is at most 8 KiB
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	ln, err := net.Listen("tcp", *c.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *c.httpAddr, err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	log.Info(evReady, zap.String("http_addr", ln.Addr().String()), zap.String("nats_url", natsURL), zap.Bool("embedded_nats", embedded))
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		log.Error(evStopping, zap.Error(err))
+	}
+	return shutdown(log, *c.shutdownTimeout, httpSrv, cons, h, kicks, nc, ncClosed)
+}
+
+// shutdown stops in the contract's order under one timeout: no new
+// connections, stop pulling and let in-flight writes finish and ack, close
+// sockets with 1001 (what they still had queued is nacked), drain NATS.
+func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons *consumer.Consumer,
+	h *hub.Hub, kicks *nats.Subscription, nc *nats.Conn, ncClosed <-chan struct{}) error {
+	start := time.Now()
+	log.Info(evStopping, zap.Duration("timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	incomplete := func(step string, err error) {
+		log.Warn(evShutdownStep, zap.String("step", step), zap.Error(err))
+	}
+
+	if err := httpSrv.Shutdown(ctx); err != nil {
+		incomplete("http", err)
+	}
+	_ = kicks.Unsubscribe()
+	// Half the budget for in-flight writes; the rest for closing sockets
+	// and draining NATS.
+	drainCtx, cancelDrain := context.WithTimeout(ctx, timeout/2)
+	if err := cons.Drain(drainCtx); err != nil {
+		incomplete("drain", err)
+	}
+	cancelDrain()
+	if !h.Shutdown(ctx.Done(), 1001, "server shutting down") {
+		incomplete("close connections", ctx.Err())
+	}
+	if err := cons.Close(ctx); err != nil {
+		incomplete("consumer", err)
+	}
+	if err := nc.Drain(); err == nil {
+		select {
+		case <-ncClosed:
+		case <-ctx.Done():
+			incomplete("nats drain", ctx.Err())
+		}
+	}
+	log.Info(evStopped, zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// newVerifier builds the token verifier from the configured keys.
+func newVerifier(c *serveConfig, embedded bool, log *zap.Logger) (*auth.Verifier, error) {
+	cfg := auth.Config{
+		HMACSecret: []byte(*c.jwtSecret),
+		Issuer:     *c.jwtIssuer,
+		Audience:   *c.jwtAudience,
+		UIDClaim:   *c.jwtUIDClaim,
+	}
+	if *c.jwtPublicKey != "" {
+		pem, err := os.ReadFile(*c.jwtPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("read JWT public key: %w", err)
+		}
+		cfg.PublicKeyPEM = pem
+	}
+	if len(cfg.HMACSecret) == 0 && len(cfg.PublicKeyPEM) == 0 {
+		if !embedded {
+			return nil, usagef("set JWT_SECRET or PUSHER_JWT_PUBLIC_KEY to verify client tokens")
+		}
+		cfg.HMACSecret = []byte(devSecret)
+		log.Warn(evDevSecret, zap.String("detail",
+			"JWT_SECRET is not set: tokens are verified with the public development secret; anyone can mint them. Set JWT_SECRET or PUSHER_JWT_PUBLIC_KEY before exposing pusher."))
+	}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("JWT verifier: %w", err)}
+	}
+	return v, nil
+}
+
+// connectServer connects the server's own NATS client: in-process to the
+// embedded server, else to natsURL, reconnecting forever.
+func connectServer(c *serveConfig, srv *natsserver.Server, natsURL string, log *zap.Logger) (*nats.Conn, <-chan struct{}, error) {
+	opts, err := c.nats.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	closed := make(chan struct{})
+	nlog := log.Named("nats")
+	opts = append(opts,
+		nats.Name("pusher"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { nlog.Warn(evNATSDown, zap.Error(err)) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { nlog.Warn(evNATSUp, zap.String("server", nc.ConnectedUrlRedacted())) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			nlog.Warn("nats.error", zap.String("subject", subj), zap.Error(err))
+		}),
+	)
+	if srv != nil {
+		opts = append(opts, nats.InProcessServer(srv))
+	}
+	nc, err := nats.Connect(natsURL, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), err)
+	}
+	return nc, closed, nil
+}
+
+// redactURL hides user info in a (comma-separated) NATS URL list before
+// it reaches an error or a log.
+func redactURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// writeJSON answers with status and v as a JSON body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

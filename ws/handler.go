@@ -1,0 +1,315 @@
+// Package ws accepts authenticated WebSocket connections, registers them in
+// the hub, and writes what the hub routes to them.
+package ws
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/hub"
+)
+
+// Close codes pusher sends, beyond RFC 6455's (DESIGN.md).
+const (
+	// CloseSlowClient: the client's send queue overflowed; it should reconnect.
+	CloseSlowClient = 4002
+	// CloseTokenExpired: the token's exp passed; the client needs a new token.
+	CloseTokenExpired = 4003
+)
+
+// Config tunes a Handler. Zero values mean the documented default.
+type Config struct {
+	// AllowedOrigins lists origins (scheme://host[:port]) browsers may
+	// connect from; "*" allows any. Empty allows only same-origin. Requests
+	// without an Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
+	// SendQueue caps each connection's queued messages; default 1024. It
+	// bounds the memory and the unacked messages one slow client can hold;
+	// a client that falls further behind is closed with 4002.
+	SendQueue int
+	// WriteWait bounds one write; default 10s.
+	WriteWait time.Duration
+	// PingInterval is how often the server pings; default 25s.
+	PingInterval time.Duration
+	// PongWait is how long the connection may be silent; default 60s.
+	PongWait time.Duration
+	// MaxMessageSize caps client frames; default 4096 bytes (close 1009).
+	MaxMessageSize int64
+	// CloseGrace is how long to wait for the client's close frame after
+	// sending ours; default 2s.
+	CloseGrace time.Duration
+	// OnConnect, if set, is called with the uid after each successful
+	// upgrade (replay of dead letters). It must not block.
+	OnConnect func(uid string)
+}
+
+func (c Config) withDefaults() (Config, error) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 1024
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = 4096
+	}
+	def(&c.WriteWait, 10*time.Second)
+	def(&c.PingInterval, 25*time.Second)
+	def(&c.PongWait, 60*time.Second)
+	def(&c.CloseGrace, 2*time.Second)
+	switch {
+	case c.SendQueue < 1:
+		return c, fmt.Errorf("send queue %d: want at least 1", c.SendQueue)
+	case c.MaxMessageSize < 1:
+		return c, fmt.Errorf("max message size %d: want at least 1", c.MaxMessageSize)
+	case c.PingInterval >= c.PongWait:
+		return c, fmt.Errorf("ping interval %s must be shorter than pong wait %s", c.PingInterval, c.PongWait)
+	case c.WriteWait <= 0 || c.CloseGrace <= 0:
+		return c, errors.New("write wait and close grace must be positive")
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
+			return c, fmt.Errorf("allowed origin %q: want scheme://host[:port] or *", o)
+		}
+	}
+	return c, nil
+}
+
+// Log event names (DESIGN.md).
+const (
+	evConnected = "ws.connected"
+	evClosed    = "ws.closed"
+	evRejected  = "auth.rejected"
+	evRefused   = "ws.refused"
+	evPanic     = "ws.panic"
+)
+
+// Handler serves GET /ws. It authenticates before upgrading, so a bad
+// request gets an HTTP status and a JSON error, never a WebSocket.
+type Handler struct {
+	hub      *hub.Hub
+	verifier *auth.Verifier
+	log      *zap.Logger
+	cfg      Config
+	origins  map[string]bool
+	anyOrig  bool
+	upgrader websocket.Upgrader
+	nextID   atomic.Uint64
+	// bufs is shared by every connection's writer (gorilla takes a buffer
+	// per message and returns it after the flush), so an idle connection
+	// holds no write buffer.
+	bufs sync.Pool
+}
+
+// NewHandler returns a Handler registering connections in h and verifying
+// tokens with v.
+func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Handler, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("ws config: %w", err)
+	}
+	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}}
+	for _, o := range cfg.AllowedOrigins {
+		if o == "*" {
+			hd.anyOrig = true
+			continue
+		}
+		hd.origins[strings.ToLower(strings.TrimRight(o, "/"))] = true
+	}
+	hd.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.WriteWait,
+		// Origin was checked before auth, with a JSON 403.
+		CheckOrigin:     func(*http.Request) bool { return true },
+		WriteBufferPool: &hd.bufs,
+	}
+	return hd, nil
+}
+
+// ServeHTTP authenticates and upgrades, then runs the connection until it
+// ends. It returns only after the connection's write pump has exited and
+// every message queued to it has been reported.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		writeError(w, http.StatusBadRequest, "websocket upgrade required")
+		return
+	}
+	if r.Method != http.MethodGet {
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	if !h.originAllowed(r) {
+		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
+		writeError(w, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	claims, reason, err := h.authenticate(r)
+	if err != nil {
+		h.log.Info(evRejected, zap.String("reason", reason), zap.String("remote", r.RemoteAddr), zap.Error(err))
+		writeError(w, http.StatusUnauthorized, reason)
+		return
+	}
+	uid := claims.UID
+	id := h.nextID.Add(1)
+	log := h.log.With(zap.String("uid", uid), zap.Uint64("conn", id))
+	c := newConn(id, uid, &h.cfg, log)
+	if err := h.hub.Add(uid, c); err != nil {
+		status, msg := http.StatusServiceUnavailable, "server at connection limit"
+		if errors.Is(err, hub.ErrUIDFull) {
+			status, msg = http.StatusTooManyRequests, "too many connections for this user"
+		} else if errors.Is(err, hub.ErrClosed) {
+			msg = "server shutting down"
+		}
+		log.Info(evRefused, zap.Error(err))
+		writeError(w, status, msg)
+		return
+	}
+	h.serve(w, r, c, claims.ExpiresAt)
+}
+
+// authenticate returns the verified claims with a valid uid, or a generic
+// reason for the client (details go to the log via err only).
+func (h *Handler) authenticate(r *http.Request) (auth.Claims, string, error) {
+	tok, err := auth.TokenFromRequest(r, h.verifier.MaxTokenBytes())
+	if err != nil {
+		switch {
+		case errors.Is(err, auth.ErrNoToken):
+			return auth.Claims{}, "missing token", err
+		case errors.Is(err, auth.ErrTokenTooLarge):
+			return auth.Claims{}, "token too large", err
+		default:
+			return auth.Claims{}, "invalid token", err
+		}
+	}
+	claims, err := h.verifier.Verify(tok)
+	if err != nil {
+		switch {
+		case errors.Is(err, auth.ErrExpired):
+			return claims, "token expired", err
+		case errors.Is(err, auth.ErrNotYetValid):
+			return claims, "token not yet valid", err
+		case errors.Is(err, auth.ErrMissingUID):
+			return claims, "token has no uid", err
+		default:
+			return claims, "invalid token", err
+		}
+	}
+	if err := hub.ValidUID(claims.UID); err != nil {
+		return claims, "invalid uid", err
+	}
+	return claims, "", nil
+}
+
+// serve upgrades the registered connection c and runs it to the end.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp time.Time) {
+	defer func() {
+		h.hub.Remove(c.uid, c)
+		c.drain()
+	}()
+	wsConn, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered with an HTTP error already.
+		c.log.Info(evRefused, zap.Error(err))
+		return
+	}
+	c.ws = wsConn
+	defer wsConn.Close()
+	start := time.Now()
+	c.log.Info(evConnected, zap.String("remote", r.RemoteAddr))
+	if !exp.IsZero() {
+		t := time.AfterFunc(time.Until(exp), func() { c.Close(CloseTokenExpired, "token expired") })
+		defer t.Stop()
+	}
+	if h.cfg.OnConnect != nil {
+		h.cfg.OnConnect(c.uid)
+	}
+
+	stop := make(chan struct{})
+	pumpDone := make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		defer h.recoverPanic(c)
+		if c.writePump(stop) {
+			// Give the client CloseGrace to answer our close frame.
+			_ = wsConn.SetReadDeadline(time.Now().Add(h.cfg.CloseGrace))
+		} else {
+			_ = wsConn.NetConn().Close() // unblock the reader
+		}
+	}()
+	readErr := c.readLoop()
+	close(stop)
+	<-pumpDone
+
+	code, reason := closeStatus(c, readErr)
+	if ce := c.log.Check(zap.InfoLevel, evClosed); ce != nil {
+		ce.Write(zap.Int("code", code), zap.String("reason", reason),
+			zap.Duration("duration", time.Since(start)))
+	}
+}
+
+func (h *Handler) recoverPanic(c *conn) {
+	if p := recover(); p != nil {
+		c.log.Error(evPanic, zap.Any("panic", p), zap.Stack("stack"))
+		_ = c.ws.NetConn().Close()
+	}
+}
+
+// closeStatus names how the connection ended for the log: our close
+// frame's code if we sent one, else the client's, else 1006.
+func closeStatus(c *conn, readErr error) (int, string) {
+	select {
+	case <-c.closeReq:
+		return c.closeCode, c.closeReason
+	default:
+	}
+	var ce *websocket.CloseError
+	if errors.As(readErr, &ce) {
+		return ce.Code, ce.Text
+	}
+	if errors.Is(readErr, websocket.ErrReadLimit) {
+		return websocket.CloseMessageTooBig, "message too big"
+	}
+	return websocket.CloseAbnormalClosure, "connection lost"
+}
+
+// originAllowed applies the Origin allow-list. No Origin header means a
+// non-browser client, which cross-site request forgery cannot drive.
+func (h *Handler) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || h.anyOrig {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if len(h.origins) == 0 {
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	return h.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
+}
+
+// writeError answers with status and a JSON body {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{msg})
+}
