@@ -41,7 +41,7 @@ type DeadLetter struct {
 	Deliveries      int
 	FailedAt        time.Time
 	Data            []byte
-	Header          nats.Header // the original publisher's headers, Pusher-* removed
+	Header          nats.Header // the original publisher's headers; Pusher-* and Nats-* removed
 }
 
 // ErrMalformedDeadLetter is returned by ParseDeadLetter for a PUSH_DLQ
@@ -54,7 +54,7 @@ var ErrMalformedDeadLetter = errors.New("malformed dead letter")
 func ParseDeadLetter(subject string, seq uint64, h nats.Header, data []byte) (DeadLetter, error) {
 	dl := DeadLetter{Seq: seq, Data: data, Header: nats.Header{}}
 	for k, v := range h {
-		if !strings.HasPrefix(k, "Pusher-") {
+		if !strings.HasPrefix(k, "Pusher-") && !strings.HasPrefix(k, "Nats-") {
 			dl.Header[k] = v
 		}
 	}
