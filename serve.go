@@ -14,8 +14,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/pusher-io/pusher/api"
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
@@ -150,7 +154,9 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	reg := prometheus.NewRegistry()
 	cons, err := consumer.New(js, h, log, consumer.Config{
+		Registerer: reg,
 		Topology: consumer.Topology{
 			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention,
 			AckWait: *c.ackWait, MaxAckPending: *c.maxAckPending,
@@ -173,7 +179,10 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 		return err
 	}
 
-	wsCfg := ws.Config{AllowedOrigins: splitList(*c.allowedOrigins), SendQueue: *c.sendQueue}
+	if err := registerGauges(reg, h, cons, nc); err != nil {
+		return err
+	}
+	wsCfg := ws.Config{AllowedOrigins: splitList(*c.allowedOrigins), SendQueue: *c.sendQueue, Registerer: reg}
 	if *c.replayOnConnect {
 		wsCfg.OnConnect = cons.TriggerReplay
 	}
@@ -195,6 +204,22 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 		}
 		writeJSON(w, status, map[string]bool{"ready": status == http.StatusOK, "nats": natsOK, "consumer": consOK})
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if *c.apiKey != "" {
+		door, err := api.New(js, nc, log, api.Config{APIKey: *c.apiKey})
+		if err != nil {
+			return err
+		}
+		mux.HandleFunc("POST /v1/push", door.Push)
+		mux.HandleFunc("GET /send", door.Send)
+		mux.HandleFunc("POST /send", door.Send)
+	} else {
+		disabled := func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "HTTP publishing is disabled: set PUSHER_API_KEY"})
+		}
+		mux.HandleFunc("/v1/push", disabled)
+		mux.HandleFunc("/send", disabled)
+	}
 	httpSrv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second, // half-open handshakes cannot pile up
@@ -256,6 +281,38 @@ func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons
 		}
 	}
 	log.Info(evStopped, zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// registerGauges adds the gauges read at scrape time, and the Go runtime
+// and process collectors (the process one includes the embedded NATS,
+// which runs in this process).
+func registerGauges(reg *prometheus.Registry, h *hub.Hub, cons *consumer.Consumer, nc *nats.Conn) error {
+	boolGauge := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pusher_connections", Help: "Live WebSocket connections on this node."},
+			func() float64 { return float64(h.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pusher_inflight_messages", Help: "Messages pulled by this node and not yet acked, nacked or dead-lettered."},
+			func() float64 { return float64(cons.Stats().Inflight) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pusher_consumer_pending", Help: "Messages in PUSH not yet delivered to consumer pusher (consumer lag), as of the last poll."},
+			func() float64 { return float64(cons.Stats().Pending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pusher_consumer_ack_pending", Help: "Deliveries awaiting ack across all nodes, as of the last poll; near max-ack-pending means stalling."},
+			func() float64 { return float64(cons.Stats().AckPending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pusher_nats_connected", Help: "1 while connected to NATS."},
+			func() float64 { return boolGauge(nc.IsConnected()) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
@@ -53,6 +54,9 @@ type Config struct {
 	// MonitorInterval is how often consumer state is read, for metrics and
 	// to notice a deleted consumer; default 5s.
 	MonitorInterval time.Duration
+	// Registerer receives pusher_messages_total and
+	// pusher_delivery_latency_seconds; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -119,6 +123,7 @@ type Consumer struct {
 	log    *zap.Logger
 	cfg    Config
 	dlq    *DLQ
+	met    *metrics
 
 	// failures carries jobs whose delivery failed from connection writers
 	// to the failure worker, so writers never wait on NATS. Its capacity is
@@ -156,7 +161,12 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 	if err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	c := &Consumer{
+		met:         met,
 		js:          js,
 		router:      router,
 		log:         log.Named("consumer"),
@@ -378,10 +388,14 @@ func (j *job) Report(_ *hub.Message, err error) {
 		// The write happened; the message will be redelivered and arrive
 		// twice. That is at-least-once, and worth a line.
 		c.log.Warn(evAckFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq), zap.Error(aerr))
-	} else if !c.cfg.QuietDelivered {
+	}
+	latency := time.Since(j.published)
+	c.met.delivered.Inc()
+	c.met.latency.Observe(latency.Seconds())
+	if !c.cfg.QuietDelivered {
 		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
 			ce.Write(zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-				zap.Uint64("attempt", j.delivered), zap.Duration("latency", time.Since(j.published)))
+				zap.Uint64("attempt", j.delivered), zap.Duration("latency", latency))
 		}
 	}
 	c.settled()
@@ -401,9 +415,9 @@ func (c *Consumer) failureWorker(ctx context.Context) {
 // retryOrDeadLetter settles a failed delivery: nak with the back-off step
 // for this attempt, or dead-letter once MaxDeliver deliveries failed.
 func (c *Consumer) retryOrDeadLetter(j *job) {
-	reason := "write_failed"
+	reason := reasonWriteFailed
 	if errors.Is(j.err, hub.ErrQueueFull) {
-		reason = "queue_full"
+		reason = reasonQueueFull
 	}
 	if !c.stopping.Load() && j.delivered >= uint64(c.cfg.MaxDeliver) {
 		c.deadLetter(j, ReasonMaxDeliver, j.err)
@@ -419,6 +433,7 @@ func (c *Consumer) retryOrDeadLetter(j *job) {
 	} else {
 		err = j.msg.Nak()
 	}
+	c.met.retried[reason].Inc()
 	c.log.Info(evRetry, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.Uint64("attempt", j.delivered), zap.String("reason", reason),
 		zap.Duration("delay", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err))

@@ -31,6 +31,13 @@ const (
 	ReasonBadSubject = "bad_subject"
 )
 
+// Reasons a delivery is retried (log and metric labels, not dead letters).
+const (
+	reasonWriteFailed      = "write_failed"
+	reasonQueueFull        = "queue_full"
+	reasonDeadLetterFailed = "deadletter_failed"
+)
+
 // DeadLetter is one message in PUSH_DLQ.
 type DeadLetter struct {
 	Seq             uint64 // sequence in PUSH_DLQ

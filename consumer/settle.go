@@ -41,6 +41,7 @@ func (c *Consumer) deadLetter(j *job, reason string, cause error) {
 // dead letter is attempted anew then. Nothing is dropped.
 func (c *Consumer) deadLetterFailed(j *job, reason string, err error) {
 	nerr := j.msg.NakWithDelay(c.cfg.Backoff[0])
+	c.met.retried[reasonDeadLetterFailed].Inc()
 	c.log.Error(evDLQFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.String("reason", reason), zap.Error(err), zap.NamedError("nak_error", nerr))
 	c.settled()
@@ -69,6 +70,7 @@ func (c *Consumer) deadLetterWorker(ctx context.Context) {
 func (c *Consumer) deadLettered(p pendingDeadLetter) {
 	j := p.j
 	err := j.msg.Term()
+	c.met.deadLettered[p.reason].Inc()
 	c.log.Info(evDeadLettered, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.String("reason", p.reason), zap.Uint64("attempt", j.delivered), zap.NamedError("term_error", err))
 	// A connect that raced this dead-lettering may have looked at the DLQ

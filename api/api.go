@@ -1,0 +1,178 @@
+// Package api is the HTTP door for backends that cannot speak NATS: it
+// validates a push request and publishes it into push.<uid> through
+// JetStream, the same path `nats pub` takes.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/hub"
+)
+
+// Config tunes the door. Zero values mean the documented default.
+type Config struct {
+	// APIKey is the bearer key callers must present; required.
+	APIKey string
+	// MaxPayload caps a message in bytes; default the NATS server's max
+	// payload less room for headers, so a refused message is refused here
+	// with 413 rather than by NATS with a 500.
+	MaxPayload int
+	// PublishTimeout bounds the JetStream publish; default 5s.
+	PublishTimeout time.Duration
+}
+
+// headerRoom is what NATS needs besides the payload for a publish.
+const headerRoom = 1024
+
+// Handler serves POST /v1/push and the demo's /send.
+type Handler struct {
+	js  jetstream.JetStream
+	log *zap.Logger
+	cfg Config
+	key []byte
+}
+
+// New returns the door publishing with js; nc tells the server's max payload.
+func New(js jetstream.JetStream, nc *nats.Conn, log *zap.Logger, cfg Config) (*Handler, error) {
+	if cfg.APIKey == "" {
+		return nil, errors.New("api: an API key is required")
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = int(nc.MaxPayload()) - headerRoom
+	}
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = 5 * time.Second
+	}
+	if cfg.MaxPayload <= 0 || cfg.PublishTimeout < 0 {
+		return nil, fmt.Errorf("api: max payload %d and publish timeout %s must be positive", cfg.MaxPayload, cfg.PublishTimeout)
+	}
+	return &Handler{js: js, log: log.Named("api"), cfg: cfg, key: []byte(cfg.APIKey)}, nil
+}
+
+// pushRequest is the body of POST /v1/push.
+type pushRequest struct {
+	UID     string `json:"uid"`
+	Message string `json:"message"`
+}
+
+// Push serves POST /v1/push with a JSON body {"uid": "...", "message": "..."}.
+func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "content type must be application/json")
+		return
+	}
+	// JSON escaping can grow a message up to six times; cap the body so a
+	// huge request is cut off while reading, then check the message itself.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxPayload)*6+1024))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "message too large")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "cannot read body")
+		return
+	}
+	var req pushRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() {
+		writeError(w, http.StatusBadRequest, "body must be a JSON object {\"uid\": string, \"message\": string}")
+		return
+	}
+	h.publish(w, r, req.UID, req.Message)
+}
+
+// Send serves the demo's /send?uid=&message= (GET, or a form POST).
+func (h *Handler) Send(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
+		return
+	}
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxPayload)*3+1024)
+	}
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "message too large")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "malformed form or query")
+		return
+	}
+	if _, ok := r.Form["message"]; !ok {
+		writeError(w, http.StatusBadRequest, "message is required")
+		return
+	}
+	h.publish(w, r, r.Form.Get("uid"), r.Form.Get("message"))
+}
+
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message string) {
+	if err := hub.ValidUID(uid); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(message) > h.cfg.MaxPayload {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", h.cfg.MaxPayload))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
+	defer cancel()
+	var opts []jetstream.PublishOpt
+	if id := r.Header.Get("Idempotency-Key"); id != "" {
+		opts = append(opts, jetstream.WithMsgID(id)) // retried requests are stored once
+	}
+	ack, err := h.js.Publish(ctx, consumer.PushSubject(uid), []byte(message), opts...)
+	if err != nil {
+		h.log.Warn("api.publish_failed", zap.String("uid", uid), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "could not store the message; retry")
+		return
+	}
+	h.log.Debug("api.published", zap.String("uid", uid), zap.Uint64("seq", ack.Sequence))
+	writeJSON(w, http.StatusAccepted, struct {
+		Seq       uint64 `json:"seq"`
+		Duplicate bool   `json:"duplicate,omitempty"`
+	}{ack.Sequence, ack.Duplicate})
+}
+
+// authorized checks the bearer API key in constant time and answers 401
+// itself when it is wrong.
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if ok && subtle.ConstantTimeCompare([]byte(got), h.key) == 1 {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="pusher"`)
+	writeError(w, http.StatusUnauthorized, "missing or wrong API key")
+	return false
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+const testAPIKey = "api-key-for-tests"
+
+func httpDo(t testing.TB, method, u, key, contentType, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: %d with non-JSON body %q", method, u, resp.StatusCode, raw)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	return resp.StatusCode, out
+}
+
+func TestHTTPDoorPublishesThroughJetStream(t *testing.T) {
+	p := startPusher(t, map[string]string{"PUSHER_API_KEY": testAPIKey})
+	c := p.dial(t, "h1")
+	base := "http://" + p.httpAddr
+
+	status, body := httpDo(t, "POST", base+"/v1/push", testAPIKey, "application/json", `{"uid":"h1","message":"via json"}`)
+	if status != http.StatusAccepted || body["seq"] != float64(1) {
+		t.Fatalf("POST /v1/push: %d %v", status, body)
+	}
+	if _, got := read(t, c, 5*time.Second); string(got) != "via json" {
+		t.Fatalf("got %q", got)
+	}
+	status, body = httpDo(t, "GET", base+"/send?uid=h1&message="+url.QueryEscape("via demo /send"), testAPIKey, "", "")
+	if status != http.StatusAccepted || body["seq"] != float64(2) {
+		t.Fatalf("GET /send: %d %v", status, body)
+	}
+	if _, got := read(t, c, 5*time.Second); string(got) != "via demo /send" {
+		t.Fatalf("got %q", got)
+	}
+	status, _ = httpDo(t, "POST", base+"/send", testAPIKey, "application/x-www-form-urlencoded", "uid=h1&message=form")
+	if status != http.StatusAccepted {
+		t.Fatalf("POST /send form: %d", status)
+	}
+	if _, got := read(t, c, 5*time.Second); string(got) != "form" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestHTTPDoorErrors(t *testing.T) {
+	p := startPusher(t, map[string]string{"PUSHER_API_KEY": testAPIKey})
+	base := "http://" + p.httpAddr
+	huge := strings.Repeat("x", 1<<20+1)
+	tests := []struct {
+		name, method, path, key, contentType, body string
+		wantStatus                                 int
+	}{
+		{"no key", "POST", "/v1/push", "", "application/json", `{"uid":"a","message":"m"}`, 401},
+		{"wrong key", "POST", "/v1/push", "nope", "application/json", `{"uid":"a","message":"m"}`, 401},
+		{"bad json", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":`, 400},
+		{"unknown field", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"a","message":"m","x":1}`, 400},
+		{"wrong content type", "POST", "/v1/push", testAPIKey, "text/plain", `{"uid":"a","message":"m"}`, 415},
+		{"uid with dot", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"a.b","message":"m"}`, 400},
+		{"empty uid", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"","message":"m"}`, 400},
+		{"too large", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"a","message":"` + huge + `"}`, 413},
+		{"send without message", "GET", "/send?uid=a", testAPIKey, "", "", 400},
+		{"send bad uid", "GET", "/send?uid=a*&message=m", testAPIKey, "", "", 400},
+		{"send too large", "POST", "/send", testAPIKey, "application/x-www-form-urlencoded", "uid=a&message=" + huge, 413},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := httpDo(t, tt.method, base+tt.path, tt.key, tt.contentType, tt.body)
+			if status != tt.wantStatus || body["error"] == "" || body["error"] == nil {
+				t.Fatalf("%d %v, want %d with an error", status, body, tt.wantStatus)
+			}
+		})
+	}
+	if strings.Contains(p.logs.String(), testAPIKey) {
+		t.Fatal("API key in logs")
+	}
+}
+
+func TestHTTPDoorDisabledWithoutKey(t *testing.T) {
+	p := startPusher(t, nil)
+	for _, path := range []string{"/v1/push", "/send?uid=a&message=b"} {
+		status, body := httpDo(t, "POST", "http://"+p.httpAddr+path, "anything", "application/json", `{}`)
+		if status != http.StatusNotFound || body["error"] == nil {
+			t.Fatalf("%s: %d %v, want 404 JSON", path, status, body)
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	p := startPusher(t, nil)
+	_, js := p.natsClient(t)
+	c := p.dial(t, "m1")
+	publish(t, js, "push.m1", []byte("counted"))
+	read(t, c, 5*time.Second)
+	publish(t, js, "push.nobody", []byte("dead"))
+	p.logs.wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
+	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(raw)
+	for _, want := range []string{
+		"pusher_connections 1",
+		`pusher_connects_total{result="ok"} 1`,
+		`pusher_messages_total{outcome="delivered",reason=""} 1`,
+		`pusher_messages_total{outcome="deadlettered",reason="offline"} 1`,
+		"pusher_delivery_latency_seconds_count 1",
+		"pusher_inflight_messages 0",
+		"pusher_consumer_pending",
+		"pusher_consumer_ack_pending",
+		"pusher_nats_connected 1",
+		"go_goroutines",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
