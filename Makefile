@@ -1,0 +1,67 @@
+# pusher: `make help` lists the targets.
+GO        ?= go
+FUZZTIME  ?= 10s
+BENCHTIME ?= 1s
+# Fuzz targets as package:Name; `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS := \
+	./auth:FuzzVerify ./auth:FuzzTokenFromRequest \
+	./hub:FuzzValidUID \
+	./consumer:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## run pusher with its embedded NATS (127.0.0.1:4222, HTTP 127.0.0.1:8181, data in ./data)
+	$(GO) run .
+
+.PHONY: build
+build: ## build ./pusher
+	$(GO) build -o pusher .
+
+.PHONY: deps
+deps: ## install what the tests need that Go does not fetch (Debian's chromium, as root)
+	@./.ci/install-chromium
+
+.PHONY: test
+test: deps ## run every test with the race detector (installs chromium first when it can)
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: fmt-check
+fmt-check: ## fail if gofmt would change anything
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: ## golangci-lint with .golangci.yml (built from the module proxy on first use)
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
+.PHONY: check
+check: fmt-check vet lint test ## everything CI checks, and lint
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+.PHONY: bench
+bench: ## Go micro-benchmarks of the hot paths
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+.PHONY: tidy-check
+tidy-check: ## fail if go.mod/go.sum are not tidy
+	$(GO) mod tidy
+	git diff --exit-code go.mod go.sum
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck (needs the vulnerability database; not reachable offline)
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
