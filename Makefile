@@ -6,7 +6,8 @@ BENCHTIME ?= 1s
 FUZZ_TARGETS := \
 	./auth:FuzzVerify ./auth:FuzzTokenFromRequest \
 	./hub:FuzzValidUID \
-	./consumer:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter
+	./consumer:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
+	./api:FuzzParsePush
 
 .DEFAULT_GOAL := help
 

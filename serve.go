@@ -25,6 +25,7 @@ import (
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/natsserver"
+	"github.com/pusher-io/pusher/web"
 	"github.com/pusher-io/pusher/ws"
 )
 
@@ -47,6 +48,7 @@ type serveConfig struct {
 	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
 	apiKey                                            *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
+	handshakeTimeout                                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
 	maxConns, maxConnsPerUID, replicas                *int
 	replayOnConnect, logDelivered, ui                 *bool
@@ -82,7 +84,9 @@ func serveFlags(env *environ) (*flagSet, *serveConfig) {
 		logDelivered:    f.Bool("log-delivered", "PUSHER_LOG_DELIVERED", true, "log a push.delivered line per delivered message"),
 		logLevel:        f.String("log-level", "PUSHER_LOG_LEVEL", "info", "debug, info, warn or error"),
 		shutdownTimeout: f.Duration("shutdown-timeout", "PUSHER_SHUTDOWN_TIMEOUT", 15*time.Second, "time allowed for a graceful shutdown"),
-		ui:              f.Bool("ui", "PUSHER_UI", true, "serve the browser test client at /"),
+		handshakeTimeout: f.Duration("handshake-timeout", "PUSHER_HANDSHAKE_TIMEOUT", 5*time.Second,
+			"time a client has to send its request headers, so half-open handshakes cannot pile up"),
+		ui: f.Bool("ui", "PUSHER_UI", true, "serve the browser test client at /"),
 	}
 	return f, c
 }
@@ -204,6 +208,9 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 		}
 		writeJSON(w, status, map[string]bool{"ready": status == http.StatusOK, "nats": natsOK, "consumer": consOK})
 	})
+	if *c.ui {
+		mux.Handle("/", web.Handler())
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if *c.apiKey != "" {
 		door, err := api.New(js, nc, log, api.Config{APIKey: *c.apiKey})
@@ -222,7 +229,7 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	}
 	httpSrv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second, // half-open handshakes cannot pile up
+		ReadHeaderTimeout: *c.handshakeTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10, // a token is at most 8 KiB
 		ErrorLog:          zap.NewStdLog(log.Named("http")),

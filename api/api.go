@@ -90,14 +90,27 @@ func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "cannot read body")
 		return
 	}
+	req, err := parsePush(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h.publish(w, r, req.UID, req.Message)
+}
+
+// errBadBody is the one answer to a body that is not a push request.
+var errBadBody = errors.New(`body must be a JSON object {"uid": string, "message": string}`)
+
+// parsePush decodes a POST /v1/push body: exactly one JSON object with
+// string fields uid and message and nothing else. uid is checked later.
+func parsePush(body []byte) (pushRequest, error) {
 	var req pushRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || dec.More() {
-		writeError(w, http.StatusBadRequest, "body must be a JSON object {\"uid\": string, \"message\": string}")
-		return
+		return pushRequest{}, errBadBody
 	}
-	h.publish(w, r, req.UID, req.Message)
+	return req, nil
 }
 
 // Send serves the demo's /send?uid=&message= (GET, or a form POST).

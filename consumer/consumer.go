@@ -110,6 +110,7 @@ const (
 	evReplayFailed = "dlq.replay_failed"
 	evConsumerErr  = "consumer.error"
 	evRecreated    = "consumer.recreated"
+	evPanic        = "consumer.panic"
 )
 
 // Consumer owns the durable pull consumer "pusher" and every message it
@@ -342,6 +343,14 @@ type job struct {
 // publish order.
 func (c *Consumer) handle(msg jetstream.Msg) {
 	c.inflight.Add(1)
+	// handedOff is set once the dead-letter path owns the message's
+	// settling.
+	handedOff := false
+	defer func() {
+		if p := recover(); p != nil {
+			c.contain(msg, p, !handedOff)
+		}
+	}()
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery: nothing to ack; should never happen.
@@ -358,6 +367,7 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	}
 	uid, err := UIDFromSubject(msg.Subject())
 	if err != nil {
+		handedOff = true
 		c.deadLetter(j, ReasonBadSubject, err)
 		return
 	}
@@ -365,13 +375,30 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	if j.delivered > uint64(c.cfg.MaxDeliver) {
 		// The last allowed delivery never reported (crash, AckWait):
 		// give up now rather than deliver more than promised.
+		handedOff = true
 		c.deadLetter(j, ReasonMaxDeliver, nil)
 		return
 	}
 	data := msg.Data()
 	j.m = hub.Message{Data: data, Binary: !utf8.Valid(data), Reporter: j}
+	// A panic inside Route leaves it unknown whether a connection already
+	// reported; contain settles anyway, since a leaked in-flight count
+	// would stall shutdown, while a double one only makes it briefly low.
 	if c.router.Route(uid, &j.m) == 0 {
+		handedOff = true
 		c.deadLetter(j, ReasonOffline, nil)
+	}
+}
+
+// contain keeps a panic in handle (a bug) to its message: the message is
+// nacked for a later retry and logged, and the node keeps serving. settle
+// says whether the message's in-flight count is still handle's to drop.
+func (c *Consumer) contain(msg jetstream.Msg, p any, settle bool) {
+	err := msg.NakWithDelay(c.cfg.Backoff[len(c.cfg.Backoff)-1])
+	c.log.Error(evPanic, zap.String("subject", msg.Subject()), zap.Any("panic", p),
+		zap.Stack("stack"), zap.NamedError("nak_error", err))
+	if settle {
+		c.settled()
 	}
 }
 

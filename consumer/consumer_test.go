@@ -283,3 +283,55 @@ func TestReplayRepublishesAndDeletes(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "DLQ empty", func() bool { return len(deadLetters(t, js, "later")) == 0 })
 }
+
+// panicRouter panics for one uid and routes the rest to the hub.
+type panicRouter struct {
+	*hub.Hub
+	bad string
+}
+
+func (r panicRouter) Route(uid string, m *hub.Message) int {
+	if uid == r.bad {
+		panic("router bug for " + uid)
+	}
+	return r.Hub.Route(uid, m)
+}
+
+func TestPanicInDispatchIsContained(t *testing.T) {
+	_, js := startJS(t)
+	h := newHub(t)
+	good := newRecConn(false)
+	_ = h.Add("good", good)
+	c, err := consumer.New(js, panicRouter{h, "boom"}, zaptest.NewLogger(t), consumer.Config{Backoff: []time.Duration{time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{"push.boom", "push.good"} {
+		if _, err := js.Publish(ctx, subj, []byte(subj)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-good.writes:
+		if got != "push.good" {
+			t.Fatalf("got %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a panic for one uid stopped delivery to another")
+	}
+	// The panicking message is nacked (parked for the back-off), not lost
+	// and not counted as in flight forever: Close finishes.
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("close after a contained panic: %v", err)
+	}
+	cons, _ := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+	info, err := cons.Info(ctx)
+	if err != nil || info.NumAckPending != 1 {
+		t.Fatalf("ack pending %d (%v), want the panicking message parked", info.NumAckPending, err)
+	}
+}
