@@ -181,20 +181,25 @@ func (h *Hub) Route(uid string, m *Message) int {
 	m.err.Store(nil)
 	s := h.shardFor(uid)
 	s.mu.RLock()
-	list := s.conns[uid]
-	n := len(list)
-	for _, c := range list {
-		m.pending.Add(1)
-		if !c.Enqueue(m) {
-			m.fail(ErrQueueFull)
-		}
-	}
+	n := fanOut(s.conns[uid], m)
 	s.mu.RUnlock()
 	if n == 0 {
 		return 0
 	}
 	m.release()
 	return n
+}
+
+// fanOut enqueues m on every connection in list; the caller holds the
+// lock that guards list.
+func fanOut(list []Conn, m *Message) int {
+	for _, c := range list {
+		m.pending.Add(1)
+		if !c.Enqueue(m) {
+			m.fail(ErrQueueFull)
+		}
+	}
+	return len(list)
 }
 
 // Online reports whether uid has at least one live connection on this node.

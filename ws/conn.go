@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -31,6 +32,13 @@ type conn struct {
 	mu     sync.Mutex
 	queue  []*hub.Message
 	notify chan struct{} // capacity 1: "queue may be non-empty"
+
+	// readMu orders the reader's deadline extensions against the final
+	// CloseGrace deadline the pump sets after its close frame: once closing
+	// is set the reader stops extending, so a client that ignores our close
+	// frame but keeps sending cannot hold the connection (or Shutdown).
+	readMu  sync.Mutex
+	closing bool // guarded by readMu
 
 	closeOnce   sync.Once
 	closeReq    chan struct{} // closed by Close; closeCode/closeReason are set first
@@ -147,17 +155,41 @@ func (c *conn) write(m *hub.Message) error {
 // closes. Frames over the read limit end it with 1009.
 func (c *conn) readLoop() error {
 	c.ws.SetReadLimit(c.cfg.MaxMessageSize)
-	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
-	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
-	})
+	_ = c.extendReads()
+	c.ws.SetPongHandler(func(string) error { return c.extendReads() })
 	for {
-		if _, _, err := c.ws.NextReader(); err != nil {
+		_, r, err := c.ws.NextReader()
+		if err != nil {
 			return err
 		}
-		// NextReader discards the unread rest of a frame on the next call.
-		_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
+		// Read the message to its end: gorilla applies the read limit to
+		// the frames a reader reads, and NextReader skips the unread rest
+		// of a fragmented message frame by frame, unchecked.
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
+		}
+		_ = c.extendReads()
 	}
+}
+
+// extendReads moves the read deadline PongWait ahead, unless the pump has
+// set the final one with endReadsBy. Reader only.
+func (c *conn) extendReads() error {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.closing {
+		return nil
+	}
+	return c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
+}
+
+// endReadsBy sets the last read deadline, t; extendReads no longer moves it.
+// Write pump only, after its close frame.
+func (c *conn) endReadsBy(t time.Time) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	c.closing = true
+	_ = c.ws.SetReadDeadline(t)
 }
 
 // drain reports every message still queued as failed. The caller has

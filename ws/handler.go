@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/auth"
@@ -52,6 +53,8 @@ type Config struct {
 	// OnConnect, if set, is called with the uid after each successful
 	// upgrade (replay of dead letters). It must not block.
 	OnConnect func(uid string)
+	// Registerer receives pusher_connects_total; nil keeps it unregistered.
+	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -111,6 +114,7 @@ type Handler struct {
 	anyOrig  bool
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
+	connects *prometheus.CounterVec // by result
 	// bufs is shared by every connection's writer (gorilla takes a buffer
 	// per message and returns it after the flush), so an idle connection
 	// holds no write buffer.
@@ -124,7 +128,16 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 	if err != nil {
 		return nil, fmt.Errorf("ws config: %w", err)
 	}
-	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}}
+	connects := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pusher_connects_total",
+		Help: "WebSocket connection attempts by result (ok, bad_request, forbidden, unauthorized, limited, unavailable, upgrade_failed).",
+	}, []string{"result"})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(connects); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, connects: connects}
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
 			hd.anyOrig = true
@@ -137,6 +150,17 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		// Origin was checked before auth, with a JSON 403.
 		CheckOrigin:     func(*http.Request) bool { return true },
 		WriteBufferPool: &hd.bufs,
+		// A handshake that passed the checks above can still be malformed
+		// (no Sec-WebSocket-Key, wrong version): answer in the same JSON
+		// shape; serve logs the detail.
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, _ error) {
+			w.Header().Set("Sec-Websocket-Version", "13")
+			msg := "bad websocket handshake"
+			if status >= http.StatusInternalServerError {
+				msg = "internal server error"
+			}
+			writeError(w, status, msg)
+		},
 	}
 	return hd, nil
 }
@@ -146,20 +170,24 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 // every message queued to it has been reported.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
+		h.connects.WithLabelValues("bad_request").Inc()
 		writeError(w, http.StatusBadRequest, "websocket upgrade required")
 		return
 	}
 	if r.Method != http.MethodGet {
+		h.connects.WithLabelValues("bad_request").Inc()
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	if !h.originAllowed(r) {
+		h.connects.WithLabelValues("forbidden").Inc()
 		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
 	claims, reason, err := h.authenticate(r)
 	if err != nil {
+		h.connects.WithLabelValues("unauthorized").Inc()
 		h.log.Info(evRejected, zap.String("reason", reason), zap.String("remote", r.RemoteAddr), zap.Error(err))
 		writeError(w, http.StatusUnauthorized, reason)
 		return
@@ -169,12 +197,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.log.With(zap.String("uid", uid), zap.Uint64("conn", id))
 	c := newConn(id, uid, &h.cfg, log)
 	if err := h.hub.Add(uid, c); err != nil {
-		status, msg := http.StatusServiceUnavailable, "server at connection limit"
+		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
 		if errors.Is(err, hub.ErrUIDFull) {
 			status, msg = http.StatusTooManyRequests, "too many connections for this user"
 		} else if errors.Is(err, hub.ErrClosed) {
-			msg = "server shutting down"
+			msg, result = "server shutting down", "unavailable"
 		}
+		h.connects.WithLabelValues(result).Inc()
 		log.Info(evRefused, zap.Error(err))
 		writeError(w, status, msg)
 		return
@@ -224,9 +253,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	wsConn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
+		h.connects.WithLabelValues("upgrade_failed").Inc()
 		c.log.Info(evRefused, zap.Error(err))
 		return
 	}
+	h.connects.WithLabelValues("ok").Inc()
 	c.ws = wsConn
 	defer wsConn.Close()
 	start := time.Now()
@@ -246,7 +277,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 		defer h.recoverPanic(c)
 		if c.writePump(stop) {
 			// Give the client CloseGrace to answer our close frame.
-			_ = wsConn.SetReadDeadline(time.Now().Add(h.cfg.CloseGrace))
+			c.endReadsBy(time.Now().Add(h.cfg.CloseGrace))
 		} else {
 			_ = wsConn.NetConn().Close() // unblock the reader
 		}
