@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ type serveConfig struct {
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
 	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
-	apiKey                                            *string
+	apiKey, pprofAddr                                 *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
 	handshakeTimeout                                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
@@ -69,6 +70,7 @@ func serveFlags(env *environ) (*flagSet, *serveConfig) {
 		jwtUIDClaim:    f.String("jwt-uid-claim", "PUSHER_JWT_UID_CLAIM", "uid", "claim holding the user id (falls back to sub)"),
 		allowedOrigins: f.List("allowed-origins", "PUSHER_ALLOWED_ORIGINS", "", "browser origins allowed to connect, * for any; empty: same origin only"),
 		apiKey:         f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
+		pprofAddr:      f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
 
 		retention:       f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
 		dlqRetention:    f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
@@ -240,6 +242,15 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
+	if *c.pprofAddr != "" {
+		stopPprof, err := servePprof(*c.pprofAddr, log)
+		if err != nil {
+			_ = httpSrv.Close()
+			<-serveErr
+			return err
+		}
+		defer stopPprof()
+	}
 	log.Info(evReady, zap.String("http_addr", ln.Addr().String()), zap.String("nats_url", natsURL), zap.Bool("embedded_nats", embedded))
 
 	select {
@@ -289,6 +300,30 @@ func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons
 	}
 	log.Info(evStopped, zap.Duration("took", time.Since(start)))
 	return nil
+}
+
+// servePprof serves the runtime profiles on their own loopback listener,
+// away from the public mux. It returns a func that stops it and waits.
+func servePprof(addr string, log *zap.Logger) (func(), error) {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+		return nil, usagef("--pprof-addr %q: want a loopback host:port", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	log.Info("pprof.listening", zap.String("addr", ln.Addr().String()))
+	return func() { _ = srv.Close(); <-done }, nil
 }
 
 // registerGauges adds the gauges read at scrape time, and the Go runtime

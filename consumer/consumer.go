@@ -25,7 +25,8 @@ import (
 type Router interface {
 	// Route hands m to uid's connections and returns how many there are;
 	// 0 means offline and m's Reporter is not called. Otherwise the
-	// Reporter is called exactly once. Route must not block.
+	// Reporter is called exactly once; hub.ErrOffline there also means
+	// offline (a router that learns it late). Route must not block.
 	Route(uid string, m *hub.Message) int
 	// Online reports whether uid has a live connection. The consumer asks
 	// after storing an offline dead letter, so that a connect racing the
@@ -442,6 +443,10 @@ func (c *Consumer) failureWorker(ctx context.Context) {
 // retryOrDeadLetter settles a failed delivery: nak with the back-off step
 // for this attempt, or dead-letter once MaxDeliver deliveries failed.
 func (c *Consumer) retryOrDeadLetter(j *job) {
+	if errors.Is(j.err, hub.ErrOffline) {
+		c.deadLetter(j, ReasonOffline, nil)
+		return
+	}
 	reason := reasonWriteFailed
 	if errors.Is(j.err, hub.ErrQueueFull) {
 		reason = reasonQueueFull

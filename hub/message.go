@@ -5,8 +5,15 @@ import (
 	"sync/atomic"
 )
 
-// ErrQueueFull is reported for a connection whose send queue had no room.
-var ErrQueueFull = errors.New("send queue full")
+// Outcomes a Reporter may see besides a connection's own write error.
+var (
+	// ErrQueueFull is reported for a connection whose send queue had no room.
+	ErrQueueFull = errors.New("send queue full")
+	// ErrOffline is reported by a router that learns only after Route
+	// returned that the uid has no connection anywhere (a cluster route's
+	// "no responders"). The consumer dead-letters such a message as offline.
+	ErrOffline = errors.New("uid offline")
+)
 
 // Reporter learns the outcome of one Message. Report is called exactly once
 // per Route that found at least one connection, from whichever goroutine
