@@ -24,11 +24,12 @@ const testSecret = "test-secret-0123456789abcdef0123456789"
 
 // logSink collects pusher's JSON log lines and lets tests wait for one.
 type logSink struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   bytes.Buffer
-	part  []byte
-	cond  chan struct{} // closed and replaced on every new line
+	mu      sync.Mutex
+	pending [][]byte         // lines not decoded yet; find decodes them
+	lines   []map[string]any // decoded lines
+	raw     bytes.Buffer
+	part    []byte
+	cond    chan struct{} // closed and replaced on every new line
 }
 
 func newLogSink() *logSink { return &logSink{cond: make(chan struct{})} }
@@ -43,11 +44,7 @@ func (s *logSink) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		var m map[string]any
-		if err := json.Unmarshal(s.part[:i], &m); err != nil {
-			m = map[string]any{"msg": "!notjson", "line": string(s.part[:i])}
-		}
-		s.lines = append(s.lines, m)
+		s.pending = append(s.pending, append([]byte(nil), s.part[:i]...))
 		s.part = s.part[i+1:]
 	}
 	close(s.cond)
@@ -59,6 +56,14 @@ func (s *logSink) Write(p []byte) (int, error) {
 func (s *logSink) find(event string, match map[string]any) []map[string]any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, line := range s.pending {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			m = map[string]any{"msg": "!notjson", "line": string(line)}
+		}
+		s.lines = append(s.lines, m)
+	}
+	s.pending = s.pending[:0]
 	var out []map[string]any
 	for _, l := range s.lines {
 		if l["msg"] != event {

@@ -109,7 +109,3 @@ func (z zapLogger) Errorf(format string, v ...any)  { z.l.Error(eventServer, det
 func (z zapLogger) Debugf(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
 func (z zapLogger) Tracef(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
 
-// InProcessConn returns a connection to the server that bypasses TCP, for
-// nats.InProcessServer: pusher's own client talks to its embedded server
-// without loopback sockets.
-func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
