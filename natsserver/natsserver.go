@@ -108,4 +108,3 @@ func (z zapLogger) Fatalf(format string, v ...any)  { z.l.Error(eventServer, det
 func (z zapLogger) Errorf(format string, v ...any)  { z.l.Error(eventServer, detail(format, v)) }
 func (z zapLogger) Debugf(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
 func (z zapLogger) Tracef(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
-
