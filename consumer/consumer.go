@@ -145,6 +145,11 @@ type Consumer struct {
 	cc      jetstream.ConsumeContext
 	pulling bool
 
+	// fields reuses the per-message log line's field slice: zap encodes
+	// fields synchronously and keeps none, and the variadic call would
+	// otherwise put 256 bytes on the heap for every delivered message.
+	fields sync.Pool
+
 	consumerOK  atomic.Bool
 	pending     atomic.Uint64 // num_pending from the last consumer info
 	ackPending  atomic.Int64  // num_ack_pending from the last consumer info
@@ -181,6 +186,7 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 		workersDone: make(chan struct{}),
 	}
 	c.replays.wake = make(chan struct{}, 1)
+	c.fields.New = func() any { s := make([]zap.Field, 0, 4); return &s }
 	return c, nil
 }
 
@@ -422,8 +428,13 @@ func (j *job) Report(_ *hub.Message, err error) {
 	c.met.latency.Observe(latency.Seconds())
 	if !c.cfg.QuietDelivered {
 		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
-			ce.Write(zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+			fp := c.fields.Get().(*[]zap.Field)
+			fs := append((*fp)[:0], zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 				zap.Uint64("attempt", j.delivered), zap.Duration("latency", latency))
+			ce.Write(fs...)
+			clear(fs)
+			*fp = fs
+			c.fields.Put(fp)
 		}
 	}
 	c.settled()
