@@ -240,17 +240,16 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *c.httpAddr, err)
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
 	if *c.pprofAddr != "" {
 		stopPprof, err := servePprof(*c.pprofAddr, log)
 		if err != nil {
-			_ = httpSrv.Close()
-			<-serveErr
+			_ = ln.Close()
 			return err
 		}
 		defer stopPprof()
 	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
 	log.Info(evReady, zap.String("http_addr", ln.Addr().String()), zap.String("nats_url", natsURL), zap.Bool("embedded_nats", embedded))
 
 	select {

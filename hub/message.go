@@ -70,7 +70,7 @@ func (m *Message) release() {
 		return
 	}
 	if m.reported.CompareAndSwap(false, true) {
-		var err error = ErrQueueFull
+		err := ErrQueueFull
 		if p := m.err.Load(); p != nil {
 			err = *p
 		}

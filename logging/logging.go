@@ -44,7 +44,7 @@ func New(w io.Writer, cfg Config) (*zap.Logger, func() error, error) {
 		EncodeDuration: zapcore.SecondsDurationEncoder,
 		EncodeName:     zapcore.FullNameEncoder,
 	})
-	var ws zapcore.WriteSyncer = zapcore.AddSync(w)
+	ws := zapcore.AddSync(w)
 	closeFn := func() error { return ws.Sync() }
 	if cfg.BufferSize > 0 {
 		flush := cfg.FlushInterval

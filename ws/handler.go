@@ -259,7 +259,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	}
 	h.connects.WithLabelValues("ok").Inc()
 	c.ws = wsConn
-	defer wsConn.Close()
+	defer func() { _ = wsConn.Close() }()
 	start := time.Now()
 	c.log.Info(evConnected, zap.String("remote", r.RemoteAddr))
 	if !exp.IsZero() {
