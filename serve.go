@@ -257,14 +257,14 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	case err := <-serveErr:
 		log.Error(evStopping, zap.Error(err))
 	}
-	return shutdown(log, *c.shutdownTimeout, httpSrv, cons, h, kicks, nc, ncClosed)
+	return shutdown(log, *c.shutdownTimeout, httpSrv, cons, h, wsHandler, kicks, nc, ncClosed)
 }
 
 // shutdown stops in the contract's order under one timeout: no new
 // connections, stop pulling and let in-flight writes finish and ack, close
 // sockets with 1001 (what they still had queued is nacked), drain NATS.
 func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons *consumer.Consumer,
-	h *hub.Hub, kicks *nats.Subscription, nc *nats.Conn, ncClosed <-chan struct{}) error {
+	h *hub.Hub, wsHandler *ws.Handler, kicks *nats.Subscription, nc *nats.Conn, ncClosed <-chan struct{}) error {
 	start := time.Now()
 	log.Info(evStopping, zap.Duration("timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -286,6 +286,9 @@ func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons
 	cancelDrain()
 	if !h.Shutdown(ctx.Done(), 1001, "server shutting down") {
 		incomplete("close connections", ctx.Err())
+	}
+	if err := wsHandler.Wait(ctx); err != nil {
+		incomplete("connections", err)
 	}
 	if err := cons.Close(ctx); err != nil {
 		incomplete("consumer", err)

@@ -16,27 +16,39 @@ import (
 // goes; the consumer retries them, so the user gets them on reconnect.
 var errConnClosed = errors.New("connection closed before write")
 
-// conn is one authenticated WebSocket connection. The handler goroutine
-// that accepted it is its reader; writePump, started and awaited by that
-// goroutine, is its only writer (messages, pings, close frames).
+// conn is one authenticated WebSocket connection.
+//
+// An idle connection costs one goroutine, its reader (Handler.run). A
+// writer goroutine exists only while there is something to write
+// (messages, a ping, a close frame): Enqueue, the ping timer and Close
+// start one when none runs, and it exits when the queue is empty. At most
+// one writer runs at a time, so it is the connection's only writer, as
+// gorilla requires. The reader waits for the writer before it returns.
 type conn struct {
 	id  uint64
 	uid string
-	ws  *websocket.Conn // set before writePump starts
+	ws  *websocket.Conn // set before the reader starts; nil until the upgrade
 	cfg *Config
 	log *zap.Logger
 
-	// mu guards queue. The queue is a slice, not a channel, so an idle
-	// connection holds no buffer and a burst up to SendQueue messages is
-	// absorbed without closing a healthy client.
-	mu     sync.Mutex
-	queue  []*hub.Message
-	notify chan struct{} // capacity 1: "queue may be non-empty"
+	// mu guards everything up to writers. The queue is a slice, not a
+	// channel, so an idle connection holds no buffer and a burst of up to
+	// SendQueue messages is absorbed without closing a healthy client.
+	mu        sync.Mutex
+	queue     []*hub.Message
+	writing   bool // a writer goroutine is running
+	pingDue   bool // the ping timer fired; the writer sends a ping
+	closeDue  bool // Close was called; the writer sends the close frame
+	closeSent bool // the close frame went out; nothing else is written
+	broken    bool // a write failed; nothing else is written
+	dead      bool // the reader is tearing down; no writer may start
+	pinger    *time.Timer
+	writers   sync.WaitGroup
 
 	// readMu orders the reader's deadline extensions against the final
-	// CloseGrace deadline the pump sets after its close frame: once closing
-	// is set the reader stops extending, so a client that ignores our close
-	// frame but keeps sending cannot hold the connection (or Shutdown).
+	// CloseGrace deadline the writer sets after its close frame: once
+	// closing is set the reader stops extending, so a client that ignores
+	// our close frame but keeps sending cannot hold the connection.
 	readMu  sync.Mutex
 	closing bool // guarded by readMu
 
@@ -47,14 +59,7 @@ type conn struct {
 }
 
 func newConn(id uint64, uid string, cfg *Config, log *zap.Logger) *conn {
-	return &conn{
-		id:       id,
-		uid:      uid,
-		cfg:      cfg,
-		log:      log,
-		notify:   make(chan struct{}, 1),
-		closeReq: make(chan struct{}),
-	}
+	return &conn{id: id, uid: uid, cfg: cfg, log: log, closeReq: make(chan struct{})}
 }
 
 // Enqueue implements hub.Conn. A full queue means the client does not keep
@@ -68,76 +73,124 @@ func (c *conn) Enqueue(m *hub.Message) bool {
 		return false
 	}
 	c.queue = append(c.queue, m)
+	c.startWriterLocked()
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
 	return true
 }
 
-// take returns everything queued and empties the queue. spare, when it has
-// room, becomes the new queue so steady traffic reuses two slices; after a
-// burst the big slice is let go so an idle connection shrinks back.
-func (c *conn) take(spare []*hub.Message) []*hub.Message {
-	if cap(spare) > keepQueueCap {
-		spare = nil
-	}
-	c.mu.Lock()
-	batch := c.queue
-	c.queue = spare[:0]
-	c.mu.Unlock()
-	return batch
-}
-
-// keepQueueCap is the largest queue slice kept across batches.
-const keepQueueCap = 64
-
-// Close implements hub.Conn: the write pump sends a close frame with code
-// and reason, then the connection ends. Only the first call counts.
+// Close implements hub.Conn: the writer sends a close frame with code and
+// reason, then the connection ends. Only the first call counts.
 func (c *conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
 		close(c.closeReq)
+		c.mu.Lock()
+		c.closeDue = true
+		c.startWriterLocked()
+		c.mu.Unlock()
 	})
 }
 
-// writePump writes queued messages and pings until Close is called, a
-// write fails, or stop is closed (the reader is gone). It reports every
-// message it takes to the message's owner. It returns whether it sent a
-// close frame.
-func (c *conn) writePump(stop <-chan struct{}) (sentClose bool) {
-	ping := time.NewTicker(c.cfg.PingInterval)
-	defer ping.Stop()
+// ping is the ping timer's callback: it asks the writer for a ping and
+// rearms the timer while the connection lives.
+func (c *conn) ping() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return
+	}
+	c.pingDue = true
+	c.startWriterLocked()
+	c.pinger.Reset(c.cfg.PingInterval)
+}
+
+// startWriterLocked starts a writer when there is work and none runs.
+// c.mu must be held. Before the upgrade (ws nil) work waits for it.
+func (c *conn) startWriterLocked() {
+	if c.writing || c.dead || c.broken || c.closeSent || c.ws == nil {
+		return
+	}
+	if len(c.queue) == 0 && !c.pingDue && !c.closeDue {
+		return
+	}
+	c.writing = true
+	c.writers.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop writes until nothing is left, then exits. It reports every
+// message it takes to the message's owner.
+func (c *conn) writeLoop() {
+	defer c.writers.Done()
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error(evPanic, zap.Any("panic", p), zap.Stack("stack"))
+			c.fail()
+		}
+	}()
 	var spare []*hub.Message
 	for {
-		select {
-		case <-c.notify:
-			batch := c.take(spare)
-			for i, m := range batch {
-				err := c.write(m)
-				m.Finish(err)
-				if err != nil {
-					c.log.Debug("ws.write_failed", zap.Error(err))
-					finishAll(batch[i+1:], errConnClosed)
-					return false
-				}
-				batch[i] = nil
-			}
-			spare = batch
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteWait)); err != nil {
-				return false
-			}
-		case <-c.closeReq:
+		c.mu.Lock()
+		batch := c.queue
+		if cap(spare) > keepQueueCap {
+			spare = nil
+		}
+		c.queue = spare[:0]
+		ping, closing := c.pingDue, c.closeDue
+		c.pingDue = false
+		if len(batch) == 0 && !ping && !closing {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		if closing {
+			// What is still queued goes back to the consumer for a retry;
+			// the close frame goes now.
+			finishAll(batch, errConnClosed)
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
 			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.cfg.WriteWait))
-			return true
-		case <-stop:
-			return false
+			c.endReadsBy(time.Now().Add(c.cfg.CloseGrace))
+			c.mu.Lock()
+			c.closeSent, c.writing = true, false
+			c.mu.Unlock()
+			return
 		}
+		if ping {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteWait)); err != nil {
+				finishAll(batch, errConnClosed)
+				c.fail()
+				return
+			}
+		}
+		for i, m := range batch {
+			err := c.write(m)
+			m.Finish(err)
+			batch[i] = nil
+			if err != nil {
+				c.log.Debug("ws.write_failed", zap.Error(err))
+				finishAll(batch[i+1:], errConnClosed)
+				c.fail()
+				return
+			}
+		}
+		spare = batch
 	}
 }
+
+// fail marks the connection broken after a failed write and closes the
+// socket so the reader stops and tears down. Writer only.
+func (c *conn) fail() {
+	c.mu.Lock()
+	c.broken, c.writing = true, false
+	c.mu.Unlock()
+	_ = c.ws.NetConn().Close()
+}
+
+// keepQueueCap is the largest queue slice a writer keeps for reuse; after
+// a bigger burst it is let go so an idle connection shrinks back.
+const keepQueueCap = 64
 
 func (c *conn) write(m *hub.Message) error {
 	typ := websocket.TextMessage
@@ -172,8 +225,8 @@ func (c *conn) readLoop() error {
 	}
 }
 
-// extendReads moves the read deadline PongWait ahead, unless the pump has
-// set the final one with endReadsBy. Reader only.
+// extendReads moves the read deadline PongWait ahead, unless the writer
+// has set the final one with endReadsBy. Reader only.
 func (c *conn) extendReads() error {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
@@ -184,7 +237,7 @@ func (c *conn) extendReads() error {
 }
 
 // endReadsBy sets the last read deadline, t; extendReads no longer moves it.
-// Write pump only, after its close frame.
+// Writer only, after its close frame.
 func (c *conn) endReadsBy(t time.Time) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
@@ -192,10 +245,28 @@ func (c *conn) endReadsBy(t time.Time) {
 	_ = c.ws.SetReadDeadline(t)
 }
 
+// stopWriting forbids new writers, closes the socket so a writer stuck in
+// a write returns, and waits for the running one. Reader only, at teardown.
+func (c *conn) stopWriting() {
+	c.mu.Lock()
+	c.dead = true
+	if c.pinger != nil {
+		c.pinger.Stop()
+	}
+	c.mu.Unlock()
+	if c.ws != nil {
+		_ = c.ws.NetConn().Close()
+	}
+	c.writers.Wait()
+}
+
 // drain reports every message still queued as failed. The caller has
-// removed c from the hub, so nothing is enqueued after this starts.
+// removed c from the hub and stopped writing, so the queue stays empty.
 func (c *conn) drain() int {
-	batch := c.take(nil)
+	c.mu.Lock()
+	batch := c.queue
+	c.queue = nil
+	c.mu.Unlock()
 	finishAll(batch, errConnClosed)
 	return len(batch)
 }

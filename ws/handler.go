@@ -3,6 +3,7 @@
 package ws
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,6 +95,10 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// readBufferSize is each connection's read buffer; larger client frames
+// (up to MaxMessageSize) are read in several fills.
+const readBufferSize = 512
+
 // Log event names (DESIGN.md).
 const (
 	evConnected = "ws.connected"
@@ -114,6 +119,7 @@ type Handler struct {
 	anyOrig  bool
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
+	running  sync.WaitGroup         // connection readers (run)
 	connects *prometheus.CounterVec // by result
 	// bufs is shared by every connection's writer (gorilla takes a buffer
 	// per message and returns it after the flush), so an idle connection
@@ -148,7 +154,11 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 	hd.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteWait,
 		// Origin was checked before auth, with a JSON 403.
-		CheckOrigin:     func(*http.Request) bool { return true },
+		CheckOrigin: func(*http.Request) bool { return true },
+		// Our own small read buffer instead of reusing net/http's 4 KiB
+		// one: client frames are rare and at most 4 KiB, and an idle
+		// connection should hold as little as possible.
+		ReadBufferSize:  readBufferSize,
 		WriteBufferPool: &hd.bufs,
 		// A handshake that passed the checks above can still be malformed
 		// (no Sec-WebSocket-Key, wrong version): answer in the same JSON
@@ -165,9 +175,8 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 	return hd, nil
 }
 
-// ServeHTTP authenticates and upgrades, then runs the connection until it
-// ends. It returns only after the connection's write pump has exited and
-// every message queued to it has been reported.
+// ServeHTTP authenticates and upgrades, then hands the connection to its
+// reader goroutine, which the Handler owns (see Wait), and returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		h.connects.WithLabelValues("bad_request").Inc()
@@ -194,7 +203,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	uid := claims.UID
 	id := h.nextID.Add(1)
-	log := h.log.With(zap.String("uid", uid), zap.Uint64("conn", id))
+	// WithLazy: the fields are encoded only if this connection logs
+	// through it, which most never do before they close.
+	log := h.log.WithLazy(zap.String("uid", uid), zap.Uint64("conn", id))
 	c := newConn(id, uid, &h.cfg, log)
 	if err := h.hub.Add(uid, c); err != nil {
 		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
@@ -244,48 +255,54 @@ func (h *Handler) authenticate(r *http.Request) (auth.Claims, string, error) {
 	return claims, "", nil
 }
 
-// serve upgrades the registered connection c and runs it to the end.
+// serve upgrades the registered connection c and starts its reader. It
+// returns at once, so net/http lets go of the request, its buffers and its
+// goroutine's stack: an idle connection then costs one small goroutine.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp time.Time) {
-	defer func() {
-		h.hub.Remove(c.uid, c)
-		c.drain()
-	}()
 	wsConn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
 		h.connects.WithLabelValues("upgrade_failed").Inc()
 		c.log.Info(evRefused, zap.Error(err))
+		h.hub.Remove(c.uid, c)
+		c.drain()
 		return
 	}
 	h.connects.WithLabelValues("ok").Inc()
+	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
+	c.mu.Lock()
 	c.ws = wsConn
-	defer func() { _ = wsConn.Close() }()
+	c.startWriterLocked() // anything routed or a Close during the upgrade
+	c.mu.Unlock()
+	h.running.Add(1)
+	go h.run(c, exp)
+}
+
+// run is a connection's reader, from the upgrade to the end: it reads
+// until the connection fails or closes, stops the writer, unregisters the
+// connection and reports whatever was still queued as failed.
+func (h *Handler) run(c *conn, exp time.Time) {
+	defer h.running.Done()
 	start := time.Now()
-	c.log.Info(evConnected, zap.String("remote", r.RemoteAddr))
+	c.mu.Lock()
+	c.pinger = time.AfterFunc(h.cfg.PingInterval, c.ping)
+	c.mu.Unlock()
+	var expiry *time.Timer
 	if !exp.IsZero() {
-		t := time.AfterFunc(time.Until(exp), func() { c.Close(CloseTokenExpired, "token expired") })
-		defer t.Stop()
+		expiry = time.AfterFunc(time.Until(exp), func() { c.Close(CloseTokenExpired, "token expired") })
 	}
 	if h.cfg.OnConnect != nil {
 		h.cfg.OnConnect(c.uid)
 	}
 
-	stop := make(chan struct{})
-	pumpDone := make(chan struct{})
-	go func() {
-		defer close(pumpDone)
-		defer h.recoverPanic(c)
-		if c.writePump(stop) {
-			// Give the client CloseGrace to answer our close frame.
-			c.endReadsBy(time.Now().Add(h.cfg.CloseGrace))
-		} else {
-			_ = wsConn.NetConn().Close() // unblock the reader
-		}
-	}()
-	readErr := c.readLoop()
-	close(stop)
-	<-pumpDone
+	readErr := h.read(c)
 
+	c.stopWriting() // also stops the pinger
+	if expiry != nil {
+		expiry.Stop()
+	}
+	h.hub.Remove(c.uid, c)
+	c.drain()
 	code, reason := closeStatus(c, readErr)
 	if ce := c.log.Check(zap.InfoLevel, evClosed); ce != nil {
 		ce.Write(zap.Int("code", code), zap.String("reason", reason),
@@ -293,10 +310,28 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	}
 }
 
-func (h *Handler) recoverPanic(c *conn) {
-	if p := recover(); p != nil {
-		c.log.Error(evPanic, zap.Any("panic", p), zap.Stack("stack"))
-		_ = c.ws.NetConn().Close()
+// read runs the read loop with a panic in it contained to this connection.
+func (h *Handler) read(c *conn) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error(evPanic, zap.Any("panic", p), zap.Stack("stack"))
+			err = fmt.Errorf("reader panic: %v", p)
+		}
+	}()
+	return c.readLoop()
+}
+
+// Wait blocks until every connection's reader has returned or ctx is
+// done. Call it after the http.Server stopped accepting requests and the
+// hub closed the connections (hub.Shutdown): then no reader starts anew.
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for connections to end: %w", ctx.Err())
 	}
 }
 

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -115,6 +116,11 @@ func newTestServer(tb testing.TB, s setup) *testServer {
 		}
 		ts.srv.Close()
 		waitFor(tb, waitTimeout, func() bool { return ts.active.Load() == 0 })
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := hd.Wait(ctx); err != nil {
+			tb.Errorf("handler.Wait: %v", err)
+		}
 	})
 	return ts
 }
