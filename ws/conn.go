@@ -29,7 +29,7 @@ type conn struct {
 	uid string
 	ws  *websocket.Conn // set before the reader starts; nil until the upgrade
 	cfg *Config
-	log *zap.Logger
+	log *zap.Logger // the Handler's; calls add uid and conn themselves
 
 	// mu guards everything up to writers. The queue is a slice, not a
 	// channel, so an idle connection holds no buffer and a burst of up to
@@ -42,8 +42,14 @@ type conn struct {
 	closeSent bool // the close frame went out; nothing else is written
 	broken    bool // a write failed; nothing else is written
 	dead      bool // the reader is tearing down; no writer may start
-	pinger    *time.Timer
 	writers   sync.WaitGroup
+
+	// timer is the connection's one timer, for both pings and token expiry
+	// (one timer, not two, because every idle connection carries it).
+	// Guarded by mu, like nextPing; expires is set before the reader starts.
+	timer    *time.Timer
+	nextPing time.Time
+	expires  time.Time // zero: the token has no exp
 
 	// readMu orders the reader's deadline extensions against the final
 	// CloseGrace deadline the writer sets after its close frame: once
@@ -91,17 +97,49 @@ func (c *conn) Close(code int, reason string) {
 	})
 }
 
-// ping is the ping timer's callback: it asks the writer for a ping and
-// rearms the timer while the connection lives.
-func (c *conn) ping() {
+// startTimer arms the connection's timer; the reader calls it once.
+func (c *conn) startTimer(expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expires = expires
+	now := time.Now()
+	c.nextPing = now.Add(c.cfg.PingInterval)
+	c.timer = time.AfterFunc(c.untilNextTick(now), c.tick)
+}
+
+// tick is the timer's callback: it closes the connection with 4003 once
+// the token expired, else asks the writer for a ping when one is due, and
+// rearms itself while the connection lives.
+func (c *conn) tick() {
+	now := time.Now()
+	c.mu.Lock()
 	if c.dead {
+		c.mu.Unlock()
 		return
 	}
-	c.pingDue = true
-	c.startWriterLocked()
-	c.pinger.Reset(c.cfg.PingInterval)
+	expired := !c.expires.IsZero() && !now.Before(c.expires)
+	if !expired {
+		if !now.Before(c.nextPing) {
+			c.pingDue = true
+			c.nextPing = now.Add(c.cfg.PingInterval)
+			c.startWriterLocked()
+		}
+		c.timer.Reset(c.untilNextTick(now))
+	}
+	c.mu.Unlock()
+	if expired {
+		c.Close(CloseTokenExpired, "token expired")
+	}
+}
+
+// untilNextTick is the time to the next ping or the expiry, whichever is
+// first. c.mu must be held.
+func (c *conn) untilNextTick(now time.Time) time.Duration {
+	next := c.nextPing
+	if !c.expires.IsZero() && c.expires.Before(next) {
+		next = c.expires
+	}
+	return next.Sub(now)
 }
 
 // startWriterLocked starts a writer when there is work and none runs.
@@ -124,7 +162,7 @@ func (c *conn) writeLoop() {
 	defer c.writers.Done()
 	defer func() {
 		if p := recover(); p != nil {
-			c.log.Error(evPanic, zap.Any("panic", p), zap.Stack("stack"))
+			c.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
 			c.fail()
 		}
 	}()
@@ -169,7 +207,9 @@ func (c *conn) writeLoop() {
 			m.Finish(err)
 			batch[i] = nil
 			if err != nil {
-				c.log.Debug("ws.write_failed", zap.Error(err))
+				if ce := c.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
+					ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
+				}
 				finishAll(batch[i+1:], errConnClosed)
 				c.fail()
 				return
@@ -250,8 +290,8 @@ func (c *conn) endReadsBy(t time.Time) {
 func (c *conn) stopWriting() {
 	c.mu.Lock()
 	c.dead = true
-	if c.pinger != nil {
-		c.pinger.Stop()
+	if c.timer != nil {
+		c.timer.Stop()
 	}
 	c.mu.Unlock()
 	if c.ws != nil {

@@ -97,7 +97,7 @@ func (c Config) withDefaults() (Config, error) {
 
 // readBufferSize is each connection's read buffer; larger client frames
 // (up to MaxMessageSize) are read in several fills.
-const readBufferSize = 512
+const readBufferSize = 256
 
 // Log event names (DESIGN.md).
 const (
@@ -203,10 +203,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	uid := claims.UID
 	id := h.nextID.Add(1)
-	// WithLazy: the fields are encoded only if this connection logs
-	// through it, which most never do before they close.
-	log := h.log.WithLazy(zap.String("uid", uid), zap.Uint64("conn", id))
-	c := newConn(id, uid, &h.cfg, log)
+	// No child logger per connection: even a lazy one costs every idle
+	// connection a clone, and a connection logs only a few lines.
+	c := newConn(id, uid, &h.cfg, h.log)
 	if err := h.hub.Add(uid, c); err != nil {
 		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
 		if errors.Is(err, hub.ErrUIDFull) {
@@ -215,7 +214,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg, result = "server shutting down", "unavailable"
 		}
 		h.connects.WithLabelValues(result).Inc()
-		log.Info(evRefused, zap.Error(err))
+		h.log.Info(evRefused, zap.String("uid", uid), zap.Uint64("conn", id), zap.Error(err))
 		writeError(w, status, msg)
 		return
 	}
@@ -263,7 +262,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
 		h.connects.WithLabelValues("upgrade_failed").Inc()
-		c.log.Info(evRefused, zap.Error(err))
+		h.log.Info(evRefused, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 		h.hub.Remove(c.uid, c)
 		c.drain()
 		return
@@ -284,28 +283,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 func (h *Handler) run(c *conn, exp time.Time) {
 	defer h.running.Done()
 	start := time.Now()
-	c.mu.Lock()
-	c.pinger = time.AfterFunc(h.cfg.PingInterval, c.ping)
-	c.mu.Unlock()
-	var expiry *time.Timer
-	if !exp.IsZero() {
-		expiry = time.AfterFunc(time.Until(exp), func() { c.Close(CloseTokenExpired, "token expired") })
-	}
+	c.startTimer(exp)
 	if h.cfg.OnConnect != nil {
 		h.cfg.OnConnect(c.uid)
 	}
 
 	readErr := h.read(c)
 
-	c.stopWriting() // also stops the pinger
-	if expiry != nil {
-		expiry.Stop()
-	}
+	c.stopWriting() // also stops the timer
 	h.hub.Remove(c.uid, c)
 	c.drain()
 	code, reason := closeStatus(c, readErr)
-	if ce := c.log.Check(zap.InfoLevel, evClosed); ce != nil {
-		ce.Write(zap.Int("code", code), zap.String("reason", reason),
+	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
+		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
 			zap.Duration("duration", time.Since(start)))
 	}
 }
@@ -314,7 +304,7 @@ func (h *Handler) run(c *conn, exp time.Time) {
 func (h *Handler) read(c *conn) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			c.log.Error(evPanic, zap.Any("panic", p), zap.Stack("stack"))
+			h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
 			err = fmt.Errorf("reader panic: %v", p)
 		}
 	}()
