@@ -22,6 +22,7 @@ import (
 
 	"github.com/pusher-io/pusher/api"
 	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/cluster"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/logging"
@@ -36,9 +37,11 @@ import (
 // which means a real deployment.
 const devSecret = "pusher-dev-secret-do-not-use-in-production"
 
-// Compile-time checks that hub serves as consumer's router and kicker.
+// Compile-time checks that hub (one node) and cluster (many) serve as
+// consumer's router, and hub as its kicker.
 var (
 	_ consumer.Router = (*hub.Hub)(nil)
+	_ consumer.Router = (*cluster.Node)(nil)
 	_ consumer.Kicker = (*hub.Hub)(nil)
 )
 
@@ -47,7 +50,7 @@ type serveConfig struct {
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
 	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
-	apiKey, pprofAddr                                 *string
+	apiKey, pprofAddr, routing                        *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
 	handshakeTimeout                                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
@@ -71,6 +74,8 @@ func serveFlags(env *environ) (*flagSet, *serveConfig) {
 		allowedOrigins: f.List("allowed-origins", "PUSHER_ALLOWED_ORIGINS", "", "browser origins allowed to connect, * for any; empty: same origin only"),
 		apiKey:         f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
 		pprofAddr:      f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
+		routing: f.String("routing", "PUSHER_ROUTING", "auto",
+			"local (this node's connections only), cluster (any node's, through NATS), or auto: cluster unless NATS is embedded"),
 
 		retention:       f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
 		dlqRetention:    f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
@@ -124,11 +129,22 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	defer func() { _ = closeLog() }()
 
 	embedded := *c.nats.url == ""
+	clustered, err := clusterRouting(*c.routing, embedded)
+	if err != nil {
+		return err
+	}
 	verifier, err := newVerifier(c, embedded, log)
 	if err != nil {
 		return err
 	}
-	h, err := hub.New(hub.Config{MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID})
+	// node is set before the HTTP listener starts, so before any
+	// connection can change presence.
+	var node *cluster.Node
+	hubCfg := hub.Config{MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID}
+	if clustered {
+		hubCfg.OnPresence = func(uid string) { node.OnPresence(uid) }
+	}
+	h, err := hub.New(hubCfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -161,8 +177,20 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	cons, err := consumer.New(js, h, log, consumer.Config{
+	var router consumer.Router = h
+	if clustered {
+		if node, err = cluster.New(nc, h, log, cluster.Config{}); err != nil {
+			return err
+		}
+		if err := node.Start(); err != nil {
+			return err
+		}
+		defer node.Close()
+		router = node
+	}
+	cons, err := consumer.New(js, router, log, consumer.Config{
 		Registerer: reg,
+		Broadcast:  clustered,
 		Topology: consumer.Topology{
 			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention,
 			AckWait: *c.ackWait, MaxAckPending: *c.maxAckPending,
@@ -250,21 +278,22 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	log.Info(evReady, zap.String("http_addr", ln.Addr().String()), zap.String("nats_url", natsURL), zap.Bool("embedded_nats", embedded))
+	log.Info(evReady, zap.String("http_addr", ln.Addr().String()), zap.String("nats_url", redactURL(natsURL)),
+		zap.Bool("embedded_nats", embedded), zap.Bool("cluster_routing", clustered))
 
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		log.Error(evStopping, zap.Error(err))
 	}
-	return shutdown(log, *c.shutdownTimeout, httpSrv, cons, h, wsHandler, kicks, nc, ncClosed)
+	return shutdown(log, *c.shutdownTimeout, httpSrv, cons, h, wsHandler, node, kicks, nc, ncClosed)
 }
 
 // shutdown stops in the contract's order under one timeout: no new
 // connections, stop pulling and let in-flight writes finish and ack, close
 // sockets with 1001 (what they still had queued is nacked), drain NATS.
 func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons *consumer.Consumer,
-	h *hub.Hub, wsHandler *ws.Handler, kicks *nats.Subscription, nc *nats.Conn, ncClosed <-chan struct{}) error {
+	h *hub.Hub, wsHandler *ws.Handler, node *cluster.Node, kicks *nats.Subscription, nc *nats.Conn, ncClosed <-chan struct{}) error {
 	start := time.Now()
 	log.Info(evStopping, zap.Duration("timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -289,6 +318,9 @@ func shutdown(log *zap.Logger, timeout time.Duration, httpSrv *http.Server, cons
 	}
 	if err := wsHandler.Wait(ctx); err != nil {
 		incomplete("connections", err)
+	}
+	if node != nil {
+		node.Close() // what still awaits a reply is nacked for a retry
 	}
 	if err := cons.Close(ctx); err != nil {
 		incomplete("consumer", err)
@@ -326,6 +358,21 @@ func servePprof(addr string, log *zap.Logger) (func(), error) {
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	log.Info("pprof.listening", zap.String("addr", ln.Addr().String()))
 	return func() { _ = srv.Close(); <-done }, nil
+}
+
+// clusterRouting decides whether pulled messages are routed through NATS
+// to whichever node holds the uid. auto does so unless NATS is embedded:
+// an external NATS may be shared by other pusher nodes.
+func clusterRouting(mode string, embedded bool) (bool, error) {
+	switch mode {
+	case "local":
+		return false, nil
+	case "cluster":
+		return true, nil
+	case "auto":
+		return !embedded, nil
+	}
+	return false, usagef("--routing %q: want auto, local or cluster", mode)
 }
 
 // registerGauges adds the gauges read at scrape time, and the Go runtime

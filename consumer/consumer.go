@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -58,6 +59,11 @@ type Config struct {
 	// Registerer receives pusher_messages_total and
 	// pusher_delivery_latency_seconds; nil keeps them unregistered.
 	Registerer prometheus.Registerer
+	// Broadcast announces each stored offline dead letter on core NATS
+	// pusher.replay.<uid>, and replays for local uids announced by any
+	// node. With several nodes the uid may be connected elsewhere, where
+	// the local Online check cannot see it.
+	Broadcast bool
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -150,6 +156,8 @@ type Consumer struct {
 	// otherwise put 256 bytes on the heap for every delivered message.
 	fields sync.Pool
 
+	replaySub *nats.Subscription // pusher.replay.*, with Broadcast
+
 	consumerOK  atomic.Bool
 	pending     atomic.Uint64 // num_pending from the last consumer info
 	ackPending  atomic.Int64  // num_ack_pending from the last consumer info
@@ -214,6 +222,18 @@ func (c *Consumer) Start(ctx context.Context) error {
 		return err
 	}
 	c.consumerOK.Store(true)
+	if c.cfg.Broadcast {
+		sub, err := c.js.Conn().Subscribe(replaySubjects, c.onReplayNotice)
+		if err != nil {
+			c.mu.Lock()
+			c.cc.Stop()
+			c.mu.Unlock()
+			cancel()
+			close(c.workersDone)
+			return fmt.Errorf("subscribe %s: %w", replaySubjects, err)
+		}
+		c.replaySub = sub
+	}
 	c.goWorker(func() { c.failureWorker(wctx) })
 	c.goWorker(func() { c.deadLetterWorker(wctx) })
 	c.goWorker(func() { c.monitor(wctx) })
@@ -299,6 +319,9 @@ func (c *Consumer) Close(ctx context.Context) error {
 	c.stopping.Store(true)
 	err := c.Drain(ctx)
 	c.closeOnce.Do(func() {
+		if c.replaySub != nil {
+			_ = c.replaySub.Unsubscribe()
+		}
 		if c.cancel != nil {
 			c.cancel()
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 
+	"github.com/nats-io/nats.go"
+
 	"go.uber.org/zap"
 )
 
@@ -34,6 +36,15 @@ func (c *Consumer) TriggerReplay(uid string) {
 	select {
 	case q.wake <- struct{}{}:
 	default:
+	}
+}
+
+// onReplayNotice handles pusher.replay.<uid>: some node stored an offline
+// dead letter for uid; if uid is connected here, replay it.
+func (c *Consumer) onReplayNotice(m *nats.Msg) {
+	uid, err := uidAfter(replayPrefix, m.Subject)
+	if err == nil && c.router.Online(uid) {
+		c.TriggerReplay(uid)
 	}
 }
 

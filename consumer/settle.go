@@ -77,8 +77,15 @@ func (c *Consumer) deadLettered(p pendingDeadLetter) {
 	// before the copy was stored. The copy is stored now, so if the user
 	// is here, replay for them: either their connect's replay or this one
 	// sees it.
-	if p.reason == ReasonOffline && c.router.Online(j.uid) {
-		c.TriggerReplay(j.uid)
+	if p.reason == ReasonOffline {
+		if c.cfg.Broadcast {
+			// Every node, this one included, replays if it holds the uid.
+			if err := c.js.Conn().Publish(replaySubject(j.uid), nil); err != nil {
+				c.log.Warn(evReplayFailed, zap.String("uid", j.uid), zap.Error(err))
+			}
+		} else if c.router.Online(j.uid) {
+			c.TriggerReplay(j.uid)
+		}
 	}
 	c.settled()
 }

@@ -17,6 +17,9 @@ const (
 	pushPrefix = "push."
 	dlqPrefix  = "dlq.push."
 	kickPrefix = "pusher.kick."
+	// replayPrefix announces a stored offline dead letter (core NATS).
+	replayPrefix   = "pusher.replay."
+	replaySubjects = replayPrefix + "*"
 
 	// PushSubjects and DLQSubjects are the streams' subject filters.
 	PushSubjects = pushPrefix + "*"
@@ -39,6 +42,8 @@ func DLQSubject(uid string) string { return dlqPrefix + uid }
 
 // KickSubject is the core NATS subject that closes uid's connections.
 func KickSubject(uid string) string { return kickPrefix + uid }
+
+func replaySubject(uid string) string { return replayPrefix + uid }
 
 // UIDFromSubject returns the uid of a push.<uid> subject, or an error
 // wrapping hub.ErrBadUID when the subject is not one.

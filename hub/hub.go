@@ -38,6 +38,11 @@ type Config struct {
 	MaxConns int
 	// MaxConnsPerUID caps connections of one uid on this node; 0 means unlimited.
 	MaxConnsPerUID int
+	// OnPresence, if set, is called after a uid gained its first or lost
+	// its last connection on this node, outside any hub lock. Calls for
+	// one uid may arrive out of order; callers reconcile with Online.
+	// The cluster route uses it to hold one subscription per present uid.
+	OnPresence func(uid string)
 }
 
 // shardCount is a power of two so a shard is picked with a mask. 256 shards
@@ -124,6 +129,9 @@ func (h *Hub) Add(uid string, c Conn) error {
 	s.conns[uid] = append(list, c)
 	s.mu.Unlock()
 	h.conns.Add(1)
+	if len(list) == 0 && h.cfg.OnPresence != nil {
+		h.cfg.OnPresence(uid)
+	}
 	return nil
 }
 
@@ -144,7 +152,8 @@ func (h *Hub) Remove(uid string, c Conn) {
 			break
 		}
 	}
-	if len(list) == 0 {
+	gone := len(list) == 0
+	if gone {
 		delete(s.conns, uid)
 	} else {
 		s.conns[uid] = list
@@ -153,6 +162,9 @@ func (h *Hub) Remove(uid string, c Conn) {
 	if found {
 		h.conns.Add(-1)
 		h.release()
+		if gone && h.cfg.OnPresence != nil {
+			h.cfg.OnPresence(uid)
+		}
 	}
 }
 

@@ -290,3 +290,17 @@ func TestConcurrentRouteAndChurn(t *testing.T) {
 type reporterFunc func(*Message, error)
 
 func (f reporterFunc) Report(m *Message, err error) { f(m, err) }
+
+func TestOnPresenceFiresOnFirstAndLast(t *testing.T) {
+	var calls []string
+	h := mustNew(t, Config{OnPresence: func(uid string) { calls = append(calls, uid) }})
+	a1, a2 := &testConn{accept: true}, &testConn{accept: true}
+	_ = h.Add("a", a1) // first: call
+	_ = h.Add("a", a2) // second: none
+	h.Remove("a", a1)  // one left: none
+	h.Remove("a", a2)  // last: call
+	h.Remove("a", a2)  // unknown: none
+	if len(calls) != 2 || calls[0] != "a" || calls[1] != "a" {
+		t.Fatalf("OnPresence calls %v, want [a a]", calls)
+	}
+}
