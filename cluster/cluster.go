@@ -34,7 +34,7 @@ var (
 // Errors a Router reports for a message, besides hub.ErrOffline.
 var (
 	// ErrTimeout: no node answered in time; the consumer retries.
-	ErrTimeout = errors.New("no delivery reply in time")
+	ErrTimeout = fmt.Errorf("cluster: %w", hub.ErrTimeout)
 	// ErrRemoteFailed: a node holding the uid could not write.
 	ErrRemoteFailed = errors.New("delivery failed on the node holding the uid")
 )
@@ -124,8 +124,13 @@ func (n *Node) Start() error {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.serveRequests(ctx) }()
 	}
+	status := n.nc.StatusChanged(nats.RECONNECTING)
 	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.sweep(ctx) }()
+	go func() {
+		defer n.wg.Done()
+		defer n.nc.RemoveStatusListener(status)
+		n.sweep(ctx, status)
+	}()
 	return nil
 }
 
@@ -205,19 +210,28 @@ func (n *Node) onReply(msg *nats.Msg) {
 	}
 }
 
-// sweep fails requests whose deadline passed, a few times per timeout.
-func (n *Node) sweep(ctx context.Context) {
+// sweep fails requests whose deadline passed, a few times per timeout,
+// and every pending request when the NATS connection drops: replies to
+// requests sent over the lost connection will not come, and waiting out
+// the timeout would only hold their messages back.
+func (n *Node) sweep(ctx context.Context, reconnecting <-chan nats.Status) {
 	t := time.NewTicker(max(n.cfg.Timeout/8, 10*time.Millisecond))
 	defer t.Stop()
 	var expired []pendingReq
 	for {
+		var cutoff time.Time
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			cutoff = now
+		case <-reconnecting:
+			cutoff = time.Now().Add(n.cfg.Timeout + time.Second) // all of them
+		}
+		{
 			n.mu.Lock()
 			for id, p := range n.pending {
-				if now.After(p.deadline) {
+				if cutoff.After(p.deadline) {
 					expired = append(expired, p)
 					delete(n.pending, id)
 				}

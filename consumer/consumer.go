@@ -482,8 +482,11 @@ func (c *Consumer) retryOrDeadLetter(j *job) {
 		return
 	}
 	reason := reasonWriteFailed
-	if errors.Is(j.err, hub.ErrQueueFull) {
+	switch {
+	case errors.Is(j.err, hub.ErrQueueFull):
 		reason = reasonQueueFull
+	case errors.Is(j.err, hub.ErrTimeout):
+		reason = reasonTimeout
 	}
 	if !c.stopping.Load() && j.delivered >= uint64(c.cfg.MaxDeliver) {
 		c.deadLetter(j, ReasonMaxDeliver, j.err)

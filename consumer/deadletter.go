@@ -35,13 +35,15 @@ const (
 const (
 	reasonWriteFailed      = "write_failed"
 	reasonQueueFull        = "queue_full"
+	reasonTimeout          = "timeout"
 	reasonDeadLetterFailed = "deadletter_failed"
 )
 
 // DeadLetter is one message in PUSH_DLQ.
 type DeadLetter struct {
-	Seq             uint64 // sequence in PUSH_DLQ
-	UID             string // from the DLQ subject
+	Seq             uint64    // sequence in PUSH_DLQ
+	StoredAt        time.Time // when PUSH_DLQ stored it (zero from ParseDeadLetter)
+	UID             string    // from the DLQ subject
 	Reason          string
 	OriginalSubject string
 	OriginalSeq     uint64
@@ -149,6 +151,7 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 			return fmt.Errorf("get dead letter after seq %d: %w", seq, err)
 		}
 		dl, perr := ParseDeadLetter(raw.Subject, raw.Sequence, raw.Header, raw.Data)
+		dl.StoredAt = raw.Time
 		if err := fn(dl, perr); err != nil {
 			return err
 		}
@@ -188,8 +191,11 @@ func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progres
 		h := dl.Header
 		h.Set(HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
 		// Concurrent replays of one dead letter (two connects at once)
-		// publish the same id; JetStream keeps one.
-		h.Set(jetstream.MsgIDHeader, "pusher-replay-"+strconv.FormatUint(dl.Seq, 10))
+		// publish the same id; JetStream keeps one. The storage time makes
+		// the id unique even if PUSH_DLQ is recreated and its sequences
+		// start again, which would otherwise drop a new dead letter as a
+		// duplicate of an old one.
+		h.Set(jetstream.MsgIDHeader, "pusher-replay-"+strconv.FormatUint(dl.Seq, 10)+"-"+strconv.FormatInt(dl.StoredAt.UnixNano(), 10))
 		msg := &nats.Msg{Subject: PushSubject(dl.UID), Header: h, Data: dl.Data}
 		if _, err := d.js.PublishMsg(ctx, msg); err != nil {
 			return fmt.Errorf("republish dead letter %d: %w", dl.Seq, err)

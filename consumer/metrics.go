@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deadLettered: map[string]prometheus.Counter{},
 		latency:      latency,
 	}
-	for _, r := range []string{reasonWriteFailed, reasonQueueFull, reasonDeadLetterFailed} {
+	for _, r := range []string{reasonWriteFailed, reasonQueueFull, reasonTimeout, reasonDeadLetterFailed} {
 		m.retried[r] = messages.WithLabelValues(outcomeRetried, r)
 	}
 	for _, r := range []string{ReasonOffline, ReasonMaxDeliver, ReasonBadSubject} {

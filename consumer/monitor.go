@@ -8,9 +8,9 @@ import (
 )
 
 // monitor polls the durable consumer's state for metrics and readiness,
-// and recreates the topology when the consumer or stream was deleted
-// under us; a consumer deleted and recreated without this would leave
-// pusher silently idle.
+// and recreates the topology when the consumer or either stream was
+// deleted under us: a consumer deleted without this would leave pusher
+// silently idle, and a deleted PUSH_DLQ would make every dead letter fail.
 func (c *Consumer) monitor(ctx context.Context) {
 	t := time.NewTicker(c.cfg.MonitorInterval)
 	defer t.Stop()
@@ -34,6 +34,10 @@ func (c *Consumer) check(ctx context.Context) {
 	}
 	ictx, cancel := context.WithTimeout(ctx, c.cfg.MonitorInterval)
 	defer cancel()
+	_, dlqErr := c.js.Stream(ictx, DLQStreamName)
+	if isGone(dlqErr) {
+		c.consumerOK.Store(false) // rebuild below, PUSH_DLQ included
+	}
 	cons, err := c.js.Consumer(ictx, StreamName, DurableName)
 	if err == nil {
 		info := cons.CachedInfo()

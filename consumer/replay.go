@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -37,6 +38,26 @@ func (c *Consumer) TriggerReplay(uid string) {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// replayRetryDelay is how long a failed replay (NATS away, say) waits
+// before it is tried again, for as long as the uid stays connected.
+const replayRetryDelay = 2 * time.Second
+
+// retryReplay tries uid's replay again after replayRetryDelay if uid is
+// still connected here then; otherwise its next connect replays.
+func (c *Consumer) retryReplay(ctx context.Context, uid string) {
+	t := time.NewTimer(replayRetryDelay)
+	c.goWorker(func() {
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			if c.router.Online(uid) {
+				c.TriggerReplay(uid)
+			}
+		}
+	})
 }
 
 // onReplayNotice handles pusher.replay.<uid>: some node stored an offline
@@ -84,6 +105,7 @@ func (c *Consumer) replayWorker(ctx context.Context) {
 			switch {
 			case err != nil:
 				c.log.Warn(evReplayFailed, zap.String("uid", uid), zap.Int("replayed", n), zap.Error(err))
+				c.retryReplay(ctx, uid)
 			case n > 0 || skipped > 0:
 				c.log.Info(evReplayed, zap.String("uid", uid), zap.Int("replayed", n), zap.Int("skipped", skipped))
 			}

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,6 +41,13 @@ func (c *Consumer) deadLetter(j *job, reason string, cause error) {
 // deadLetterFailed leaves the original to be delivered again later; the
 // dead letter is attempted anew then. Nothing is dropped.
 func (c *Consumer) deadLetterFailed(j *job, reason string, err error) {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		// PUSH_DLQ may be gone: have the monitor check and rebuild now.
+		select {
+		case c.recreate <- struct{}{}:
+		default:
+		}
+	}
 	nerr := j.msg.NakWithDelay(c.cfg.Backoff[0])
 	c.met.retried[reasonDeadLetterFailed].Inc()
 	c.log.Error(evDLQFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),

@@ -13,6 +13,9 @@ var (
 	// returned that the uid has no connection anywhere (a cluster route's
 	// "no responders"). The consumer dead-letters such a message as offline.
 	ErrOffline = errors.New("uid offline")
+	// ErrTimeout is reported by a router that got no outcome in time (a
+	// lost cluster reply). The consumer retries such a message.
+	ErrTimeout = errors.New("no delivery outcome in time")
 )
 
 // Reporter learns the outcome of one Message. Report is called exactly once

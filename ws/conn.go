@@ -86,12 +86,21 @@ func (c *conn) Enqueue(m *hub.Message) bool {
 
 // Close implements hub.Conn: the writer sends a close frame with code and
 // reason, then the connection ends. Only the first call counts.
+//
+// A writer blocked on a client that stopped reading would hold the close
+// frame back for up to WriteWait; Close shortens that write's deadline to
+// CloseGrace, after which the socket is cut. (The deadline is set on the
+// net.Conn, which is safe from any goroutine; gorilla sets its own again
+// before its next write.)
 func (c *conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
 		close(c.closeReq)
 		c.mu.Lock()
 		c.closeDue = true
+		if c.writing && c.ws != nil {
+			_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.CloseGrace))
+		}
 		c.startWriterLocked()
 		c.mu.Unlock()
 	})
