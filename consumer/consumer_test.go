@@ -75,19 +75,19 @@ type recConn struct {
 
 func newRecConn(fail bool) *recConn { return &recConn{fail: fail, writes: make(chan string, 10000)} }
 
+// Enqueue "writes" at once and in order, as a connection's single writer
+// would; hub allows the outcome to be reported before Route returns.
 func (c *recConn) Enqueue(m *hub.Message) bool {
-	go func() {
-		c.mu.Lock()
-		fail := c.fail
-		c.got = append(c.got, string(m.Data))
-		c.mu.Unlock()
-		c.writes <- string(m.Data)
-		if fail {
-			m.Finish(errors.New("broken pipe"))
-		} else {
-			m.Finish(nil)
-		}
-	}()
+	c.mu.Lock()
+	fail := c.fail
+	c.got = append(c.got, string(m.Data))
+	c.mu.Unlock()
+	c.writes <- string(m.Data)
+	if fail {
+		m.Finish(errors.New("broken pipe"))
+	} else {
+		m.Finish(nil)
+	}
 	return true
 }
 
