@@ -28,8 +28,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/ws"
@@ -721,19 +719,4 @@ func TestReplayOnConnectDuringNATSOutage(t *testing.T) {
 		t.Fatalf("%d of %d dead letters not replayed 10s after NATS came back; PUSH_DLQ holds %d for %s", len(missing), messages, left, uid)
 	}
 	account(t, "replay-during-outage", natsURL, acked, rec, 10*time.Second)
-}
-
-// natsJS connects a plain client to url; closed in t.Cleanup.
-func natsJS(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
 }

@@ -206,10 +206,10 @@ func (p *pusherRun) dial(t testing.TB, uid string) *websocket.Conn {
 	return c
 }
 
-// natsClient connects a backend-like client to the embedded NATS.
-func (p *pusherRun) natsClient(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+// natsJS connects a plain client to url; closed in t.Cleanup.
+func natsJS(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(p.natsURL)
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +219,12 @@ func (p *pusherRun) natsClient(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// natsClient connects a backend-like client to the embedded NATS.
+func (p *pusherRun) natsClient(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return natsJS(t, p.natsURL)
 }
 
 func publish(t testing.TB, js jetstream.JetStream, subject string, data []byte) uint64 {
