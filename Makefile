@@ -55,8 +55,15 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	done
 
 .PHONY: bench
-bench: ## Go micro-benchmarks of the hot paths
+bench: bench-micro bench-system ## micro-benchmarks, then the end-to-end benchmark (BENCHMARKS.md)
+
+.PHONY: bench-micro
+bench-micro: ## Go micro-benchmarks of the hot paths (hub, dispatch, frame write, token verify)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+.PHONY: bench-system
+bench-system: ## pusher as its own process vs the raw JetStream ceiling, in one run (BENCHFLAGS=--quick for a smoke run)
+	$(GO) run ./bench $(BENCHFLAGS)
 
 .PHONY: tidy-check
 tidy-check: ## fail if go.mod/go.sum are not tidy

@@ -1,0 +1,426 @@
+package main
+
+// Client mode ("bench client ..."): a child process the orchestrator starts
+// several times. It holds a share of the WebSocket connections, reads every
+// frame, and talks to the orchestrator over stdin (commands, one a line) and
+// stdout (answers and periodic counts, one a line):
+//
+//	dial N PREFIX FIRST PARALLEL  open N connections for uids PREFIX+FIRST...,
+//	                              at most PARALLEL handshakes in flight
+//	                              -> ok dial OK FAILED START_NS END_NS FIRST_ERROR
+//	phase KIND SIZE               start counting a phase (idle, throughput,
+//	                              latency) of SIZE messages -> ok phase
+//	report                        -> lat SEQ:NS SEQ:NS ... (latency phase), then
+//	                              ok rep UNIQUE DUP BAD LAST_RECV_NS SAMPLES DROPPED FIRST_DROP
+//	close                         close every connection with 1000 -> ok closed N
+//	quit                          close and exit
+//
+// While a throughput or latency phase runs, "c UNIQUE" is written every
+// countInterval when the count changed. Errors answer "err TEXT".
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pusher-io/pusher/auth"
+)
+
+const (
+	// countInterval is how often a client reports its cumulative count,
+	// which is what the closed-loop publisher's window is computed from.
+	countInterval = 5 * time.Millisecond
+	// latencyChunk is how many latency samples go on one "lat" line.
+	latencyChunk = 2000
+	// clientBuffer is the WebSocket read and write buffer size: frames are
+	// ~130 bytes, and 15,000 idle connections should not cost the load
+	// generator 8 KiB each.
+	clientBuffer = 1024
+	// handshakeTimeout bounds one WebSocket dial.
+	handshakeTimeout = 15 * time.Second
+	// tokenTTL outlives any run.
+	tokenTTL = 2 * time.Hour
+	// closeWait bounds the wait for readers after close frames were sent.
+	closeWait = 5 * time.Second
+)
+
+// phaseState counts one phase's frames. A new one replaces it at each
+// "phase" command, so readers never see a reset half-way.
+type phaseState struct {
+	tag  byte // expected payload tag; 0 in the idle phase
+	size uint64
+	seen []atomic.Uint64 // bitmap of sequence numbers received
+
+	unique, dup, bad atomic.Int64
+	lastRecv         atomic.Int64 // unix ns of the latest receipt
+
+	mu      sync.Mutex
+	samples []int64  // latency phase: receive − intended, ns
+	seqs    []uint64 // latency phase: each sample's sequence number
+}
+
+func newPhaseState(kind string, size uint64) (*phaseState, error) {
+	st := &phaseState{size: size}
+	switch kind {
+	case "idle":
+	case "throughput":
+		st.tag = tagThroughput
+	case "latency":
+		st.tag = tagLatency
+		st.samples = make([]int64, 0, size)
+		st.seqs = make([]uint64, 0, size)
+	default:
+		return nil, fmt.Errorf("unknown phase %q", kind)
+	}
+	st.seen = make([]atomic.Uint64, (size+63)/64)
+	return st, nil
+}
+
+// record accounts for one frame received at nowNs.
+func (st *phaseState) record(frame []byte, nowNs int64) {
+	intended, seq, tag, ok := decodePayload(frame)
+	if !ok || tag != st.tag || seq >= st.size {
+		st.bad.Add(1)
+		return
+	}
+	bit := uint64(1) << (seq % 64)
+	if st.seen[seq/64].Or(bit)&bit != 0 {
+		st.dup.Add(1)
+		return
+	}
+	for {
+		last := st.lastRecv.Load()
+		if nowNs <= last || st.lastRecv.CompareAndSwap(last, nowNs) {
+			break
+		}
+	}
+	if st.tag == tagLatency {
+		st.mu.Lock()
+		st.samples = append(st.samples, nowNs-intended)
+		st.seqs = append(st.seqs, seq)
+		st.mu.Unlock()
+	}
+	st.unique.Add(1)
+}
+
+type client struct {
+	id     int
+	url    string
+	srcs   []net.IP
+	secret []byte
+
+	outMu sync.Mutex
+	out   *bufio.Writer
+
+	cur     atomic.Pointer[phaseState]
+	mu      sync.Mutex // guards conns
+	conns   []*websocket.Conn
+	readers sync.WaitGroup
+	closing atomic.Bool
+
+	dropped   atomic.Int64 // connections the server ended
+	firstDrop atomic.Pointer[string]
+}
+
+// runClient is client mode's main; it returns the exit code.
+func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	id := fs.Int("id", 0, "client number")
+	url := fs.String("url", "", "ws:// URL of pusher's /ws")
+	src := fs.String("src", "127.0.0.1", "comma-separated local source addresses")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	secret := os.Getenv("BENCH_JWT_SECRET")
+	if *url == "" || secret == "" {
+		fmt.Fprintln(os.Stderr, "bench client: --url and BENCH_JWT_SECRET are required")
+		return 2
+	}
+	c := &client{id: *id, url: *url, secret: []byte(secret), out: bufio.NewWriterSize(stdout, 64<<10)}
+	for _, s := range strings.Split(*src, ",") {
+		ip := net.ParseIP(strings.TrimSpace(s))
+		if ip == nil {
+			fmt.Fprintf(os.Stderr, "bench client: bad source address %q\n", s)
+			return 2
+		}
+		c.srcs = append(c.srcs, ip)
+	}
+	idle, _ := newPhaseState("idle", 0)
+	c.cur.Store(idle)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reportDone := make(chan struct{})
+	go func() { defer close(reportDone); c.reportCounts(ctx) }()
+	defer func() { cancel(); <-reportDone }()
+
+	in := bufio.NewScanner(stdin)
+	for in.Scan() {
+		line := strings.Fields(in.Text())
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] == "quit" {
+			break
+		}
+		reply, data := c.command(ctx, line)
+		c.write(append(data, reply)...)
+	}
+	c.closeAll()
+	return 0
+}
+
+func (c *client) write(lines ...string) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	for _, l := range lines {
+		_, _ = c.out.WriteString(l)
+		_ = c.out.WriteByte('\n')
+	}
+	_ = c.out.Flush()
+}
+
+// reportCounts writes the phase's unique count every countInterval while
+// it changes.
+func (c *client) reportCounts(ctx context.Context) {
+	t := time.NewTicker(countInterval)
+	defer t.Stop()
+	var last int64 = -1
+	var lastSt *phaseState
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := c.cur.Load()
+		if st.tag == 0 {
+			continue
+		}
+		n := st.unique.Load()
+		if n != last || st != lastSt {
+			c.write("c " + strconv.FormatInt(n, 10))
+			last, lastSt = n, st
+		}
+	}
+}
+
+// command runs one command and returns its final reply line and any data
+// lines before it.
+func (c *client) command(ctx context.Context, f []string) (string, []string) {
+	errf := func(format string, a ...any) (string, []string) {
+		return "err " + strings.ReplaceAll(fmt.Sprintf(format, a...), "\n", " "), nil
+	}
+	switch f[0] {
+	case "dial":
+		if len(f) != 5 {
+			return errf("usage: dial N PREFIX FIRST PARALLEL")
+		}
+		n, err1 := strconv.Atoi(f[1])
+		first, err2 := strconv.Atoi(f[3])
+		par, err3 := strconv.Atoi(f[4])
+		if err := errors.Join(err1, err2, err3); err != nil || n < 0 || par < 1 {
+			return errf("dial: bad arguments %q", f[1:])
+		}
+		return c.dial(ctx, n, f[2], first, par)
+	case "phase":
+		if len(f) != 3 {
+			return errf("usage: phase KIND SIZE")
+		}
+		size, err := strconv.ParseUint(f[2], 10, 64)
+		if err != nil {
+			return errf("phase: bad size %q", f[2])
+		}
+		st, err := newPhaseState(f[1], size)
+		if err != nil {
+			return errf("phase: %v", err)
+		}
+		c.cur.Store(st)
+		return "ok phase", nil
+	case "report":
+		return c.report()
+	case "close":
+		return fmt.Sprintf("ok closed %d", c.closeAll()), nil
+	}
+	return errf("unknown command %q", f[0])
+}
+
+func (c *client) report() (string, []string) {
+	st := c.cur.Load()
+	st.mu.Lock()
+	samples := append([]int64(nil), st.samples...)
+	seqs := append([]uint64(nil), st.seqs...)
+	st.mu.Unlock()
+	var data []string
+	var sb strings.Builder
+	for i := 0; i < len(samples); i += latencyChunk {
+		sb.Reset()
+		sb.WriteString("lat")
+		for j := i; j < min(i+latencyChunk, len(samples)); j++ {
+			sb.WriteByte(' ')
+			sb.WriteString(strconv.FormatUint(seqs[j], 10))
+			sb.WriteByte(':')
+			sb.WriteString(strconv.FormatInt(samples[j], 10))
+		}
+		data = append(data, sb.String())
+	}
+	firstDrop := "-"
+	if p := c.firstDrop.Load(); p != nil {
+		firstDrop = strconv.Quote(*p)
+	}
+	return fmt.Sprintf("ok rep %d %d %d %d %d %d %s", st.unique.Load(), st.dup.Load(), st.bad.Load(),
+		st.lastRecv.Load(), len(samples), c.dropped.Load(), firstDrop), data
+}
+
+// dial opens n connections, tokens minted before the clock starts.
+func (c *client) dial(ctx context.Context, n int, prefix string, first, parallel int) (string, []string) {
+	tokens := make([]string, n)
+	now := time.Now()
+	for i := range tokens {
+		tok, err := auth.Sign(c.secret, prefix+strconv.Itoa(first+i), tokenTTL, now)
+		if err != nil {
+			return "err " + err.Error(), nil
+		}
+		tokens[i] = tok
+	}
+	dialers := make([]*websocket.Dialer, len(c.srcs))
+	for i, ip := range c.srcs {
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: handshakeTimeout}
+		dialers[i] = &websocket.Dialer{
+			NetDialContext:   nd.DialContext,
+			HandshakeTimeout: handshakeTimeout,
+			ReadBufferSize:   clientBuffer,
+			WriteBufferSize:  clientBuffer,
+		}
+	}
+	c.closing.Store(false)
+	var next, failed atomic.Int64
+	var firstErr atomic.Pointer[string]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range min(parallel, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				h := http.Header{"Authorization": {"Bearer " + tokens[i]}}
+				conn, resp, err := dialers[i%len(dialers)].DialContext(ctx, c.url, h)
+				if resp != nil && resp.Body != nil {
+					_ = resp.Body.Close()
+				}
+				if err != nil {
+					failed.Add(1)
+					msg := err.Error()
+					if resp != nil {
+						msg += " (HTTP " + resp.Status + ")"
+					}
+					firstErr.CompareAndSwap(nil, &msg)
+					continue
+				}
+				c.mu.Lock()
+				c.conns = append(c.conns, conn)
+				c.mu.Unlock()
+				c.readers.Add(1)
+				go c.read(conn)
+			}
+		}()
+	}
+	wg.Wait()
+	end := time.Now()
+	errText := "-"
+	if p := firstErr.Load(); p != nil {
+		errText = strconv.Quote(*p)
+	}
+	return fmt.Sprintf("ok dial %d %d %d %d %s", int64(n)-failed.Load(), failed.Load(),
+		start.UnixNano(), end.UnixNano(), errText), nil
+}
+
+// read reads frames until the connection ends, accounting each to the
+// current phase.
+func (c *client) read(conn *websocket.Conn) {
+	defer c.readers.Done()
+	defer func() { _ = conn.Close() }()
+	var buf [512]byte
+	for {
+		_, r, err := conn.NextReader()
+		if err != nil {
+			if !c.closing.Load() {
+				c.dropped.Add(1)
+				msg := err.Error()
+				c.firstDrop.CompareAndSwap(nil, &msg)
+			}
+			return
+		}
+		n := 0
+		for {
+			m, err := r.Read(buf[n:])
+			n += m
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				break // NextReader reports it
+			}
+			if n == len(buf) {
+				_, _ = io.Copy(io.Discard, r)
+				break
+			}
+		}
+		c.cur.Load().record(buf[:n], time.Now().UnixNano())
+	}
+}
+
+// closeAll sends a 1000 close frame on every connection, waits for the
+// readers (bounded), and returns how many connections there were.
+func (c *client) closeAll() int {
+	c.closing.Store(true)
+	c.mu.Lock()
+	conns := c.conns
+	c.conns = nil
+	c.mu.Unlock()
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	var wg sync.WaitGroup
+	work := make(chan *websocket.Conn)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for conn := range work {
+				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			}
+		}()
+	}
+	for _, conn := range conns {
+		work <- conn
+	}
+	close(work)
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { c.readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		for _, conn := range conns {
+			_ = conn.Close()
+		}
+		<-done
+	}
+	return len(conns)
+}

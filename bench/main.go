@@ -1,0 +1,410 @@
+// Command bench is pusher's end-to-end benchmark (make bench). It starts
+// pusher with its embedded NATS as a separate process, drives it with real
+// WebSocket clients in child processes bound to distinct loopback source
+// addresses, publishes through JetStream, and prints a table and JSON lines.
+// BENCHMARKS.md says what each number means and records a run.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "client" {
+		os.Exit(runClient(os.Args[2:], os.Stdin, os.Stdout))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// config is the benchmark's shape; --quick shrinks the defaults.
+type config struct {
+	quick        bool
+	messages     int
+	window       int
+	conns        int
+	payload      int
+	rate         int
+	latencyDur   time.Duration
+	idleConns    int
+	clients      int
+	dialParallel int
+	pusherBin    string
+	keepLogs     bool
+	jsonOut      string
+	dumpLatency  string
+	timeout      time.Duration
+	stall        time.Duration
+	gcWait       time.Duration
+}
+
+const (
+	// maxConnsPerProcess keeps each client process, and each source
+	// address, well under the 20,000 open-files cap.
+	maxConnsPerProcess = 9000
+	// srcsPerClient is how many loopback source addresses each client
+	// process spreads its connections over.
+	srcsPerClient = 2
+	// fdLimit is the per-process open-files cap the clients must respect.
+	fdLimit = 19500
+)
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags]\n\nEnd-to-end benchmark of pusher; see BENCHMARKS.md.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&c.quick, "quick", false, "smoke run: 200 connections, 20k messages, 3s latency, 2,000 idle connections, no GC wait (explicit flags still win)")
+	fs.IntVar(&c.messages, "messages", 300000, "messages in the throughput phase and in the raw JetStream phase")
+	fs.IntVar(&c.window, "window", 4000, "closed loop: most messages outstanding between publish and receipt")
+	fs.IntVar(&c.conns, "conns", 1000, "connections (one uid each) in the throughput and latency phases")
+	fs.IntVar(&c.payload, "payload", 128, "payload bytes (at least 33)")
+	fs.IntVar(&c.rate, "rate", 5000, "latency phase: fixed publish rate, msgs/s")
+	fs.DurationVar(&c.latencyDur, "latency-duration", 20*time.Second, "latency phase: how long to publish")
+	fs.IntVar(&c.idleConns, "idle-conns", 15000, "connection phase: idle authenticated connections")
+	fs.IntVar(&c.clients, "clients", 4, "client processes (more are used if needed to stay under 9,000 connections each)")
+	fs.IntVar(&c.dialParallel, "dial-parallel", 64, "handshakes in flight per client process")
+	fs.StringVar(&c.pusherBin, "pusher-bin", "", "pusher binary to run (default: go build the module's root package)")
+	fs.BoolVar(&c.keepLogs, "keep-logs", false, "keep the temp dir with pusher's logs (its JetStream data is removed)")
+	fs.StringVar(&c.jsonOut, "json-out", "", "also write the JSON lines to this file")
+	fs.StringVar(&c.dumpLatency, "dump-latency", "", "write every latency sample (seq, intended offset, latency, publisher lag; ms) to this file")
+	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort the whole run after this long")
+	fs.DurationVar(&c.gcWait, "gc-wait", 150*time.Second, "connection phase: wait this long at most for pusher's next GC before the final RSS reading (Go forces one every 2 minutes); 0 skips")
+	fs.DurationVar(&c.stall, "stall-timeout", 15*time.Second, "fail a phase when nothing progresses for this long")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, usageError{err}
+		}
+		return c, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return c, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	if c.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]func(){
+			"messages":         func() { c.messages = 20000 },
+			"conns":            func() { c.conns = 200 },
+			"latency-duration": func() { c.latencyDur = 3 * time.Second },
+			"idle-conns":       func() { c.idleConns = 2000 },
+			"gc-wait":          func() { c.gcWait = 0 },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	switch {
+	case c.messages < 1 || c.window < 1 || c.conns < 1 || c.rate < 1 || c.idleConns < 1 || c.clients < 1 || c.dialParallel < 1:
+		return c, usageError{errors.New("counts must be positive")}
+	case c.payload < minPayload:
+		return c, usageError{fmt.Errorf("--payload %d: want at least %d", c.payload, minPayload)}
+	case c.latencyDur <= 0:
+		return c, usageError{errors.New("--latency-duration must be positive")}
+	}
+	need := (max(c.conns, c.idleConns) + maxConnsPerProcess - 1) / maxConnsPerProcess
+	c.clients = max(c.clients, need)
+	if c.clients*srcsPerClient > 250 {
+		return c, usageError{errors.New("too many client processes for 127.0.0.2-127.0.0.251")}
+	}
+	return c, nil
+}
+
+// bench is one run of the orchestrator.
+type bench struct {
+	cfg     config
+	stdout  io.Writer
+	stderr  io.Writer
+	tmp     string
+	secret  string
+	bin     string
+	ticks   float64
+	started time.Time
+
+	pusher   *pusherProc
+	retired  []*pusherProc // stopped pushers, for the log summary
+	clients  []*clientProc
+	progress chan struct{} // signalled when a client reports a count
+
+	res     results
+	notes   []string // observations about pusher itself
+	command string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	b := &bench{
+		cfg: cfg, stdout: stdout, stderr: stderr,
+		ticks: clockTicks(), started: time.Now(),
+		progress: make(chan struct{}, 1),
+		command:  "go run ./bench " + strings.Join(args, " "),
+	}
+	b.command = strings.TrimSpace(b.command)
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	b.secret = hex.EncodeToString(secret)
+	if b.tmp, err = os.MkdirTemp("", "pusher-bench-"); err != nil {
+		return err
+	}
+	defer func() {
+		b.stopAll()
+		for _, p := range append(b.retired, b.pusher) {
+			if p != nil {
+				_ = os.RemoveAll(p.dataDir)
+			}
+		}
+		if cfg.keepLogs || err != nil {
+			fmt.Fprintf(stderr, "bench: logs kept in %s\n", b.tmp)
+		} else {
+			_ = os.RemoveAll(b.tmp)
+		}
+	}()
+
+	steps := []struct {
+		name string
+		f    func(context.Context) error
+	}{
+		{"build", b.build},
+		{"start", b.start},
+		{"jetstream ceiling", b.phaseRaw},
+		{"throughput", b.phaseThroughput},
+		{"latency", b.phaseLatency},
+		{"connections", b.phaseConnections},
+		{"stop", b.finish},
+	}
+	for _, s := range steps {
+		b.logf("%s", s.name)
+		if err := s.f(ctx); err != nil {
+			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+				err = fmt.Errorf("%w (%v)", err, ctx.Err())
+			}
+			b.dumpPartial()
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	return b.print()
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(b.stderr, "bench %6.1fs: %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, a...))
+}
+
+// build compiles pusher from the module root (without -race), unless
+// --pusher-bin names a binary.
+func (b *bench) build(ctx context.Context) error {
+	if b.cfg.pusherBin != "" {
+		if _, err := os.Stat(b.cfg.pusherBin); err != nil {
+			return err
+		}
+		bin, err := filepath.Abs(b.cfg.pusherBin)
+		b.bin = bin
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return errors.New("not inside the pusher module: run from the repository root or pass --pusher-bin")
+	}
+	b.bin = filepath.Join(b.tmp, "pusher")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", b.bin, ".")
+	cmd.Dir = filepath.Dir(gomod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build pusher: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// start starts pusher and the client processes.
+func (b *bench) start(ctx context.Context) error {
+	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret)
+	if err != nil {
+		return err
+	}
+	b.pusher = p
+	b.logf("pusher pid %d http %s nats %s", p.pid, p.httpAddr, p.natsURL)
+	return b.startClients()
+}
+
+func (b *bench) startClients() error {
+	for i := range b.cfg.clients {
+		srcs := make([]string, srcsPerClient)
+		for j := range srcs {
+			srcs[j] = fmt.Sprintf("127.0.0.%d", 2+i*srcsPerClient+j)
+		}
+		c, err := startClient(i, "ws://"+b.pusher.httpAddr+"/ws", srcs, b.secret, b.progress)
+		if err != nil {
+			return err
+		}
+		b.clients = append(b.clients, c)
+	}
+	return nil
+}
+
+// restartPusher stops the current pusher and starts a fresh one on a new
+// data dir; the clients are restarted to point at it.
+func (b *bench) restartPusher(ctx context.Context) error {
+	for _, c := range b.clients {
+		c.stop()
+	}
+	b.clients = nil
+	old := b.pusher
+	b.pusher = nil
+	b.retired = append(b.retired, old)
+	if err := old.stop(); err != nil {
+		b.notes = append(b.notes, "graceful stop: "+err.Error())
+	} else {
+		b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
+	}
+	_ = os.RemoveAll(old.dataDir)
+	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret)
+	if err != nil {
+		return err
+	}
+	b.pusher = p
+	b.logf("pusher pid %d http %s nats %s", p.pid, p.httpAddr, p.natsURL)
+	return b.startClients()
+}
+
+// finish stops everything gracefully and summarises pusher's logs.
+func (b *bench) finish(context.Context) error {
+	for _, c := range b.clients {
+		c.stop()
+	}
+	b.clients = nil
+	if b.pusher != nil {
+		p := b.pusher
+		b.pusher = nil
+		b.retired = append(b.retired, p)
+		if err := p.stop(); err != nil {
+			b.notes = append(b.notes, "graceful stop: "+err.Error())
+		} else {
+			b.logf("%s stopped gracefully in %s", p.name, p.stopped.Round(time.Millisecond))
+		}
+	}
+	b.summarizeLogs()
+	return nil
+}
+
+func (b *bench) summarizeLogs() {
+	for _, p := range b.retired {
+		s, err := summarizeLog(p.logPath)
+		if err != nil {
+			b.notes = append(b.notes, fmt.Sprintf("%s log: %v", p.name, err))
+			continue
+		}
+		b.res.logs = append(b.res.logs, fmt.Sprintf("%s (%d lines): %s", p.name, s.lines, s))
+		for _, l := range s.problems {
+			b.notes = append(b.notes, fmt.Sprintf("%s logged: %s", p.name, l))
+		}
+	}
+}
+
+// stopAll kills whatever is still running (error paths, signals).
+func (b *bench) stopAll() {
+	for _, c := range b.clients {
+		c.stop()
+	}
+	b.clients = nil
+	if b.pusher != nil {
+		if err := b.pusher.stop(); err != nil {
+			b.pusher.kill()
+		}
+		b.retired = append(b.retired, b.pusher)
+		b.pusher = nil
+	}
+}
+
+// dumpPartial prints what was measured before a failure, and pusher's log
+// findings, to stderr.
+func (b *bench) dumpPartial() {
+	b.stopAll()
+	b.summarizeLogs()
+	if len(b.res.metrics) > 0 {
+		fmt.Fprintln(b.stderr, "bench: partial results:")
+		b.res.table(b.stderr)
+	}
+	for _, l := range b.res.logs {
+		fmt.Fprintln(b.stderr, "bench: "+l)
+	}
+	for _, n := range b.notes {
+		fmt.Fprintln(b.stderr, "bench: note: "+n)
+	}
+}
+
+// machine describes where the run happened.
+type machine struct {
+	NProc     int    `json:"nproc"`
+	Model     string `json:"cpu_model"`
+	MemTotal  string `json:"mem_total"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel"`
+	OS        string `json:"os_arch"`
+}
+
+func describeMachine() machine {
+	m := machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				m.MemTotal = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}

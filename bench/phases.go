@@ -1,0 +1,786 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	rawStream   = "BENCH_RAW"
+	rawSubjects = "bench.raw.>"
+	rawConsumer = "bench"
+	// rawPullMax is the raw consumer's PullMaxMessages: generous, so the
+	// pull protocol is not what limits the ceiling.
+	rawPullMax = 10000
+	// rawMaxAckPending matches pusher's default for its consumer.
+	rawMaxAckPending = 65536
+	// dupGrace is how long to keep listening after the last expected
+	// message, so duplicates are counted.
+	dupGrace = 300 * time.Millisecond
+	// dialTimeout bounds one client's share of a connection phase.
+	dialTimeout = 5 * time.Minute
+	// settleWindow and settleMax: RSS is settled when it moved less than
+	// 1% over settleWindow, or after settleMax.
+	settleWindow = 2 * time.Second
+	settleMax    = 30 * time.Second
+)
+
+// phaseRaw measures the JetStream ceiling on pusher's embedded server:
+// async publish of the same payloads into a file stream, and a durable pull
+// consumer acking each message, no WebSocket.
+func (b *bench) phaseRaw(ctx context.Context) error {
+	m := b.cfg.messages
+	pubNC, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-raw-publisher"))
+	if err != nil {
+		return fmt.Errorf("connect NATS: %w", err)
+	}
+	defer pubNC.Close()
+	subNC, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-raw-consumer"))
+	if err != nil {
+		return fmt.Errorf("connect NATS: %w", err)
+	}
+	defer subNC.Close()
+	var pubErrs atomic.Int64
+	js, err := jetstream.New(pubNC,
+		jetstream.WithPublishAsyncMaxPending(b.cfg.window),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	if err != nil {
+		return err
+	}
+	jsSub, err := jetstream.New(subNC)
+	if err != nil {
+		return err
+	}
+	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(setup, jetstream.StreamConfig{
+		Name: rawStream, Subjects: []string{rawSubjects},
+		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, MaxAge: time.Hour,
+	}); err != nil {
+		return fmt.Errorf("create stream %s: %w", rawStream, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := js.DeleteStream(dctx, rawStream); err != nil {
+			b.notes = append(b.notes, fmt.Sprintf("delete stream %s: %v", rawStream, err))
+		}
+	}()
+	cons, err := jsSub.CreateOrUpdateConsumer(setup, rawStream, jetstream.ConsumerConfig{
+		Durable: rawConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		MaxAckPending: rawMaxAckPending, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	var acked, ackErrs atomic.Int64
+	allAcked := make(chan struct{}, 1)
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		if err := msg.Ack(); err != nil {
+			ackErrs.Add(1)
+		}
+		if acked.Add(1) == int64(m) {
+			allAcked <- struct{}{}
+		}
+	}, jetstream.PullMaxMessages(rawPullMax))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer cc.Stop()
+
+	subjects := make([]string, b.cfg.conns)
+	for i := range subjects {
+		subjects[i] = "bench.raw." + strconv.Itoa(i)
+	}
+	tmpl := newPayload(b.cfg.payload)
+	c0, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for i := range m {
+		data := slices.Clone(tmpl)
+		encodePayload(data, time.Now().UnixNano(), uint64(i), tagRaw)
+		if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
+			return fmt.Errorf("publish message %d: %w", i, err)
+		}
+		if i%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	err = waitUntil(ctx, allAcked, b.cfg.stall, acked.Load, func() bool { return acked.Load() >= int64(m) }, "acks")
+	if err != nil {
+		return fmt.Errorf("%w (of %d messages)", err, m)
+	}
+	if err := subNC.FlushTimeout(10 * time.Second); err != nil {
+		return fmt.Errorf("flush acks: %w", err)
+	}
+	elapsed := time.Since(t0)
+	c1, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(b.cfg.stall):
+		return errors.New("publish acks still pending after the consumer acked everything")
+	}
+	if n := pubErrs.Load() + ackErrs.Load(); n > 0 {
+		return fmt.Errorf("%d publish errors, %d ack errors", pubErrs.Load(), ackErrs.Load())
+	}
+	rate := float64(m) / elapsed.Seconds()
+	b.res.add(metric{Name: "jetstream_ceiling_msgs_per_s", Label: "JetStream ceiling (async pub + pull consumer ack)", Value: rate, Unit: "msgs/s", prec: 0})
+	b.res.add(metric{Name: "jetstream_server_cpu_us_per_msg", Label: "JetStream server CPU per message", Value: us(c1.pusher-c0.pusher) / float64(m), Unit: "µs",
+		prec: 2, AnchorText: "JetStream alone ~3.7"})
+	b.machineRow("jetstream_machine_cpu_busy_pct", "JetStream ceiling", c0, c1)
+	b.logf("jetstream ceiling: %d msgs in %s = %.0f msgs/s", m, elapsed.Round(time.Millisecond), rate)
+	return nil
+}
+
+// cpuSnap is the CPU of everything on the machine at one moment.
+type cpuSnap struct {
+	pusher, clients, self time.Duration
+	busy, irq, total      float64 // machine jiffies
+}
+
+// cores describes where the machine's CPU went between two snapshots, in
+// cores, and returns the "other" share: busy time no benchmark process was
+// charged for (other processes on the machine, kernel threads).
+func cores(c0, c1 cpuSnap, ticks float64) (string, float64) {
+	wall := (c1.total - c0.total) / ticks / float64(runtime.NumCPU())
+	busy := (c1.busy - c0.busy) / ticks / wall
+	p, c, s := (c1.pusher-c0.pusher).Seconds()/wall, (c1.clients-c0.clients).Seconds()/wall, (c1.self-c0.self).Seconds()/wall
+	other := max(busy-p-c-s, 0)
+	return fmt.Sprintf("cores busy %.2f of %d: pusher %.2f, clients %.2f, publisher %.2f, other %.2f (irq %.2f)",
+		busy, runtime.NumCPU(), p, c, s, other, (c1.irq-c0.irq)/ticks/wall), other
+}
+
+// interferenceLimit is the "other" CPU, in cores, above which a phase's
+// numbers are flagged as disturbed by something else on the machine.
+const interferenceLimit = 0.10
+
+// machineRow adds the machine-CPU row for a phase and notes interference.
+func (b *bench) machineRow(name, phase string, c0, c1 cpuSnap) {
+	detail, other := cores(c0, c1, b.ticks)
+	b.res.add(metric{Name: name, Label: "  machine CPU busy during " + phase, Value: 100 * (c1.busy - c0.busy) / (c1.total - c0.total),
+		Unit: "%", prec: 0, Extra: detail})
+	if other > interferenceLimit {
+		b.notes = append(b.notes, fmt.Sprintf("%s phase: other processes used %.2f cores of the machine; its numbers are disturbed", phase, other))
+	}
+}
+
+func (b *bench) cpuSnapshot() (cpuSnap, error) {
+	var s cpuSnap
+	var err error
+	if s.pusher, err = procCPU(b.pusher.pid, b.ticks); err != nil {
+		return s, err
+	}
+	for _, c := range b.clients {
+		d, err := procCPU(c.pid, b.ticks)
+		if err != nil {
+			return s, err
+		}
+		s.clients += d
+	}
+	if s.self, err = procCPU(os.Getpid(), b.ticks); err != nil {
+		return s, err
+	}
+	s.busy, s.irq, s.total, err = machineCPU()
+	return s, err
+}
+
+// received sums the clients' latest counts for the current phase.
+func (b *bench) received() int64 {
+	var n int64
+	for _, c := range b.clients {
+		n += c.count.Load()
+	}
+	return n
+}
+
+// beginPhase tells every client to count a new phase of size messages.
+func (b *bench) beginPhase(ctx context.Context, kind string, size int) error {
+	return onAll(b.clients, func(_ int, c *clientProc) error {
+		_, _, err := c.request(ctx, fmt.Sprintf("phase %s %d", kind, size), clientRequestTimeout)
+		c.count.Store(0)
+		return err
+	})
+}
+
+// collect gathers every client's report for the phase.
+func (b *bench) collect(ctx context.Context) (phaseReport, error) {
+	reps := make([]phaseReport, len(b.clients))
+	err := onAll(b.clients, func(i int, c *clientProc) error {
+		var err error
+		reps[i], err = c.report(ctx)
+		return err
+	})
+	var sum phaseReport
+	for _, r := range reps {
+		sum.unique += r.unique
+		sum.dup += r.dup
+		sum.bad += r.bad
+		sum.dropped += r.dropped
+		sum.lastRecvNs = max(sum.lastRecvNs, r.lastRecvNs)
+		sum.samples = append(sum.samples, r.samples...)
+		sum.seqs = append(sum.seqs, r.seqs...)
+		if sum.firstDrop == "" {
+			sum.firstDrop = r.firstDrop
+		}
+	}
+	return sum, err
+}
+
+// dialAll spreads total connections for uids prefix0..prefixN-1 over the
+// clients and returns the connect rate.
+func (b *bench) dialAll(ctx context.Context, total int, prefix string) (float64, error) {
+	n := len(b.clients)
+	res := make([]dialResult, n)
+	err := onAll(b.clients, func(i int, c *clientProc) error {
+		share := total / n
+		first := i*share + min(i, total%n)
+		if i < total%n {
+			share++
+		}
+		r, err := c.dial(ctx, share, prefix, first, b.cfg.dialParallel, dialTimeout)
+		res[i] = r
+		if err == nil && r.failed > 0 {
+			err = fmt.Errorf("client %d: %d of %d connections failed; first error: %s", i, r.failed, share, r.firstErr)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	start, end := res[0].start, res[0].end
+	for _, r := range res[1:] {
+		if r.start.Before(start) {
+			start = r.start
+		}
+		if r.end.After(end) {
+			end = r.end
+		}
+	}
+	return float64(total) / end.Sub(start).Seconds(), nil
+}
+
+// waitConnections polls pusher_connections until it equals want.
+func (b *bench) waitConnections(ctx context.Context, want int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, err := b.pusher.metrics(ctx)
+		if err != nil {
+			return err
+		}
+		got := m.sum("pusher_connections")
+		if int(got) == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pusher_connections = %.0f after 30s, want %d", got, want)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// phaseThroughput: closed-loop throughput over b.cfg.conns connections.
+func (b *bench) phaseThroughput(ctx context.Context) error {
+	m, w := b.cfg.messages, int64(b.cfg.window)
+	if _, err := b.dialAll(ctx, b.cfg.conns, "b"); err != nil {
+		return err
+	}
+	if err := b.waitConnections(ctx, b.cfg.conns); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-publisher"))
+	if err != nil {
+		return fmt.Errorf("connect NATS: %w", err)
+	}
+	defer nc.Close()
+	var pubErrs atomic.Int64
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(b.cfg.window+4096),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	if err != nil {
+		return err
+	}
+	if err := b.beginPhase(ctx, "throughput", m); err != nil {
+		return err
+	}
+	subjects := make([]string, b.cfg.conns)
+	for i := range subjects {
+		subjects[i] = "push.b" + strconv.Itoa(i)
+	}
+	met0, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	tmpl := newPayload(b.cfg.payload)
+	c0, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for i := range m {
+		if int64(i)-b.received() >= w {
+			err := waitUntil(ctx, b.progress, b.cfg.stall, b.received,
+				func() bool { return int64(i)-b.received() < w }, "receipts")
+			if err != nil {
+				return fmt.Errorf("%w (published %d of %d; window %d)%s", err, i, m, w, b.pusherHint(ctx, met0))
+			}
+		}
+		data := slices.Clone(tmpl)
+		encodePayload(data, time.Now().UnixNano(), uint64(i), tagThroughput)
+		if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
+			return fmt.Errorf("publish message %d: %w", i, err)
+		}
+	}
+	err = waitUntil(ctx, b.progress, b.cfg.stall, b.received, func() bool { return b.received() >= int64(m) }, "receipts")
+	if err != nil {
+		return fmt.Errorf("%w (all %d published)%s", err, m, b.pusherHint(ctx, met0))
+	}
+	c1, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	if err := sleepCtx(ctx, dupGrace); err != nil {
+		return err
+	}
+	rep, err := b.collect(ctx)
+	if err != nil {
+		return err
+	}
+	if n := pubErrs.Load(); n > 0 {
+		return fmt.Errorf("%d asynchronous publish errors", n)
+	}
+	elapsed := time.Unix(0, rep.lastRecvNs).Sub(t0)
+	rate := float64(m) / elapsed.Seconds()
+	b.checkDelivery("throughput", m, rep)
+	met1, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	b.checkOutcomes("throughput", met0, met1, m)
+
+	b.res.add(metric{Name: "throughput_msgs_per_s", Label: fmt.Sprintf("throughput, %s conns, %d B, closed loop (window %d)", comma(float64(b.cfg.conns), 0), b.cfg.payload, w),
+		Value: rate, Unit: "msgs/s", prec: 0, Op: ">=", Target: 90000, AnchorText: "demo 30.8k; Centrifugo 24.4k"})
+	if ceil, ok := b.res.get("jetstream_ceiling_msgs_per_s"); ok {
+		b.res.add(metric{Name: "throughput_ratio_to_jetstream", Label: "throughput / JetStream ceiling", Value: rate / ceil, Unit: "ratio", prec: 2})
+	}
+	b.res.add(metric{Name: "server_cpu_us_per_msg", Label: "server CPU per delivered message (pusher + embedded NATS)",
+		Value: us(c1.pusher-c0.pusher) / float64(m), Unit: "µs", prec: 2, Op: "<=", Target: 10, AnchorText: "demo ~25; Centrifugo ~36"})
+	b.res.add(metric{Name: "throughput_lost", Label: "throughput phase: lost / duplicate messages", Value: float64(int64(m) - rep.unique), Unit: "msgs", prec: 0,
+		Extra: fmt.Sprintf("%d dup", rep.dup)})
+	b.res.add(metric{Name: "throughput_duplicates", Value: float64(rep.dup), Unit: "msgs", hidden: true})
+	b.machineRow("throughput_machine_cpu_busy_pct", "throughput", c0, c1)
+	b.logf("throughput: %d msgs in %s = %.0f msgs/s, %.2f µs pusher CPU/msg", m, elapsed.Round(time.Millisecond), rate, us(c1.pusher-c0.pusher)/float64(m))
+	return nil
+}
+
+// pusherHint describes pusher's counters for a stall error.
+func (b *bench) pusherHint(ctx context.Context, before promText) string {
+	if err := b.pusher.alive(); err != nil {
+		return "; " + err.Error()
+	}
+	for _, c := range b.clients {
+		select {
+		case <-c.exited:
+			return fmt.Sprintf("; client %d exited: %s", c.id, c.stderr)
+		default:
+		}
+	}
+	m, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return "; " + err.Error()
+	}
+	return fmt.Sprintf("; pusher: delivered +%.0f, retried +%.0f, deadlettered +%.0f, inflight %.0f, connections %.0f",
+		m.sum("pusher_messages_total", `outcome="delivered"`)-before.sum("pusher_messages_total", `outcome="delivered"`),
+		m.sum("pusher_messages_total", `outcome="retried"`)-before.sum("pusher_messages_total", `outcome="retried"`),
+		m.sum("pusher_messages_total", `outcome="deadlettered"`)-before.sum("pusher_messages_total", `outcome="deadlettered"`),
+		m.sum("pusher_inflight_messages"), m.sum("pusher_connections"))
+}
+
+// checkDelivery notes anything but exactly-once delivery.
+func (b *bench) checkDelivery(phase string, want int, rep phaseReport) {
+	if lost := int64(want) - rep.unique; lost != 0 || rep.dup != 0 || rep.bad != 0 {
+		b.notes = append(b.notes, fmt.Sprintf("%s phase: %d lost, %d duplicates, %d unparseable frames of %d", phase, lost, rep.dup, rep.bad, want))
+	}
+	if rep.dropped != 0 {
+		b.notes = append(b.notes, fmt.Sprintf("%s phase: pusher ended %d connections; first: %s", phase, rep.dropped, rep.firstDrop))
+	}
+}
+
+// checkOutcomes notes pusher counters that disagree with a clean run.
+func (b *bench) checkOutcomes(phase string, m0, m1 promText, want int) {
+	d := func(label string) float64 {
+		return m1.sum("pusher_messages_total", label) - m0.sum("pusher_messages_total", label)
+	}
+	if got := d(`outcome="delivered"`); int(got) != want {
+		b.notes = append(b.notes, fmt.Sprintf("%s phase: pusher_messages_total{outcome=delivered} grew by %.0f, want %d", phase, got, want))
+	}
+	if r, dl := d(`outcome="retried"`), d(`outcome="deadlettered"`); r != 0 || dl != 0 {
+		b.notes = append(b.notes, fmt.Sprintf("%s phase: pusher retried %.0f and dead-lettered %.0f messages", phase, r, dl))
+	}
+}
+
+// phaseLatency: open-loop publishing at a fixed rate over the same
+// connections; latency is receipt minus the intended send time in the
+// payload, so a late publisher cannot hide latency.
+func (b *bench) phaseLatency(ctx context.Context) error {
+	rate := b.cfg.rate
+	n := int(int64(rate) * int64(b.cfg.latencyDur) / int64(time.Second))
+	nc, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-paced-publisher"))
+	if err != nil {
+		return fmt.Errorf("connect NATS: %w", err)
+	}
+	defer nc.Close()
+	var pubErrs atomic.Int64
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(65536),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	if err != nil {
+		return err
+	}
+	if err := b.beginPhase(ctx, "latency", n); err != nil {
+		return err
+	}
+	met0, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	subjects := make([]string, b.cfg.conns)
+	for i := range subjects {
+		subjects[i] = "push.b" + strconv.Itoa(i)
+	}
+	tmpl := newPayload(b.cfg.payload)
+	lags := make([]int64, n)
+	c0, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	start := time.Now().Add(20 * time.Millisecond).UnixNano()
+	pubDone := make(chan error, 1)
+	go func() {
+		// The pacer sleeps with nanosleep on its own thread: the Go
+		// timer's ~1 ms granularity would publish in bursts of five.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for i := range n {
+			intended := start + int64(i)*int64(time.Second)/int64(rate)
+			if d := intended - time.Now().UnixNano(); d > 0 {
+				ts := syscall.NsecToTimespec(d)
+				_ = syscall.Nanosleep(&ts, nil)
+			}
+			lags[i] = time.Now().UnixNano() - intended
+			data := slices.Clone(tmpl)
+			encodePayload(data, intended, uint64(i), tagLatency)
+			if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
+				pubDone <- fmt.Errorf("publish message %d: %w", i, err)
+				return
+			}
+			if i%1024 == 0 && ctx.Err() != nil {
+				pubDone <- ctx.Err()
+				return
+			}
+		}
+		pubDone <- nil
+	}()
+	if err := <-pubDone; err != nil {
+		return err
+	}
+	err = waitUntil(ctx, b.progress, b.cfg.stall, b.received, func() bool { return b.received() >= int64(n) }, "receipts")
+	if err != nil {
+		return fmt.Errorf("%w (all %d published)%s", err, n, b.pusherHint(ctx, met0))
+	}
+	c1, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	wall := time.Duration(time.Now().UnixNano() - start)
+	if err := sleepCtx(ctx, dupGrace); err != nil {
+		return err
+	}
+	rep, err := b.collect(ctx)
+	if err != nil {
+		return err
+	}
+	if n := pubErrs.Load(); n > 0 {
+		return fmt.Errorf("%d asynchronous publish errors", n)
+	}
+	b.checkDelivery("latency", n, rep)
+	met1, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	b.checkOutcomes("latency", met0, met1, n)
+	if len(rep.samples) == 0 {
+		return errors.New("no latency samples")
+	}
+	// Service latency: receipt minus the actual publish time, which
+	// leaves out the pacer's own lateness (a load-generator artifact on a
+	// busy machine); diagnostic only.
+	if b.cfg.dumpLatency != "" {
+		if err := dumpLatency(b.cfg.dumpLatency, rep, lags, rate); err != nil {
+			return err
+		}
+	}
+	service := make([]int64, len(rep.samples))
+	for i, v := range rep.samples {
+		service[i] = v - lags[rep.seqs[i]]
+	}
+	slices.Sort(service)
+	slices.Sort(rep.samples)
+	slices.Sort(lags)
+	lbl := fmt.Sprintf("latency at %s msgs/s, %s conns", comma(float64(rate), 0), comma(float64(b.cfg.conns), 0))
+	b.res.add(metric{Name: "latency_p50_ms", Label: lbl + ", p50", Value: ms(pct(rep.samples, 0.50)), Unit: "ms", prec: 3})
+	b.res.add(metric{Name: "latency_p99_ms", Label: lbl + ", p99", Value: ms(pct(rep.samples, 0.99)), Unit: "ms", prec: 3,
+		Op: "<=", Target: 2, AnchorText: "demo 1.7; Centrifugo 2.9"})
+	b.res.add(metric{Name: "latency_p999_ms", Label: lbl + ", p99.9", Value: ms(pct(rep.samples, 0.999)), Unit: "ms", prec: 3})
+	b.res.add(metric{Name: "latency_max_ms", Label: lbl + ", max", Value: ms(rep.samples[len(rep.samples)-1]), Unit: "ms", prec: 3})
+	b.res.add(metric{Name: "latency_publisher_lag_p99_ms", Label: "  publisher late vs intended send time, p99", Value: ms(pct(lags, 0.99)), Unit: "ms", prec: 3,
+		Extra: fmt.Sprintf("p50 %.3f ms, max %.3f ms", ms(pct(lags, 0.5)), ms(lags[len(lags)-1]))})
+	b.res.add(metric{Name: "latency_from_actual_publish_p99_ms", Label: "  latency from actual publish time, p99", Value: ms(pct(service, 0.99)), Unit: "ms", prec: 3,
+		Extra: fmt.Sprintf("p50 %.3f ms, p99.9 %.3f ms, max %.3f ms", ms(pct(service, 0.5)), ms(pct(service, 0.999)), ms(service[len(service)-1]))})
+	b.res.add(metric{Name: "latency_lost", Label: "latency phase: lost / duplicate messages", Value: float64(int64(n) - rep.unique), Unit: "msgs", prec: 0,
+		Extra: fmt.Sprintf("%d dup", rep.dup)})
+	b.res.add(metric{Name: "latency_duplicates", Value: float64(rep.dup), Unit: "msgs", hidden: true})
+	b.res.add(metric{Name: "latency_server_cpu_pct", Label: fmt.Sprintf("server CPU at %s msgs/s", comma(float64(rate), 0)),
+		Value: 100 * (c1.pusher - c0.pusher).Seconds() / wall.Seconds(), Unit: "% of a core", prec: 1,
+		Extra: fmt.Sprintf("%.2f µs/msg", us(c1.pusher-c0.pusher)/float64(n))})
+	b.machineRow("latency_machine_cpu_busy_pct", "latency", c0, c1)
+	b.logf("latency: %d msgs at %d/s: p50 %.3f ms, p99 %.3f ms, max %.3f ms", n, rate,
+		ms(pct(rep.samples, 0.5)), ms(pct(rep.samples, 0.99)), ms(rep.samples[len(rep.samples)-1]))
+	return nil
+}
+
+// phaseConnections: memory per idle authenticated connection and connect
+// rate, on a freshly started pusher so the throughput phases' garbage and
+// retained heap cannot hide (or inflate) the growth.
+func (b *bench) phaseConnections(ctx context.Context) error {
+	if err := onAll(b.clients, func(_ int, c *clientProc) error {
+		_, _, err := c.request(ctx, "close", clientRequestTimeout)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := b.waitConnections(ctx, 0); err != nil {
+		return err
+	}
+	if err := b.restartPusher(ctx); err != nil {
+		return err
+	}
+	n := b.cfg.idleConns
+	rss0, err := b.settleRSS(ctx)
+	if err != nil {
+		return err
+	}
+	m0, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	if err := b.beginPhase(ctx, "idle", 0); err != nil {
+		return err
+	}
+	c0, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	rate, err := b.dialAll(ctx, n, "idle")
+	if err != nil {
+		return err
+	}
+	c1, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	if err := b.waitConnections(ctx, n); err != nil {
+		return err
+	}
+	maxFDs := 0
+	for _, c := range b.clients {
+		fds, err := procFDs(c.pid)
+		if err != nil {
+			return err
+		}
+		maxFDs = max(maxFDs, fds)
+	}
+	rssPre, err := b.settleRSS(ctx)
+	if err != nil {
+		return err
+	}
+	mPre, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	rss1, gcSeen := rssPre, false
+	if b.cfg.gcWait > 0 {
+		// An idle Go process does not collect: the handshakes' garbage
+		// stays in RSS until the next GC, which the runtime forces every
+		// two minutes. Wait for it, then for RSS to settle again.
+		b.logf("connections: RSS %.1f MiB; waiting up to %s for pusher's next GC", float64(rssPre)/(1<<20), b.cfg.gcWait)
+		if gcSeen, err = b.waitGC(ctx, mPre.sum("go_gc_duration_seconds_count"), b.cfg.gcWait); err != nil {
+			return err
+		}
+		if !gcSeen {
+			b.notes = append(b.notes, fmt.Sprintf("connection phase: pusher ran no GC within %s of the last connect; RSS includes handshake garbage", b.cfg.gcWait))
+		}
+		if rss1, err = b.settleRSS(ctx); err != nil {
+			return err
+		}
+	}
+	m1, err := b.pusher.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	pusherFDs, _ := procFDs(b.pusher.pid)
+	rep, err := b.collect(ctx)
+	if err != nil {
+		return err
+	}
+	if rep.dropped != 0 {
+		b.notes = append(b.notes, fmt.Sprintf("connection phase: pusher ended %d idle connections; first: %s", rep.dropped, rep.firstDrop))
+	}
+	heap := func(m promText) float64 { return m.sum("go_memstats_heap_inuse_bytes") }
+	stack := func(m promText) float64 { return m.sum("go_memstats_stack_inuse_bytes") }
+	lbl := fmt.Sprintf("at %s idle conns", comma(float64(n), 0))
+	b.res.add(metric{Name: "rss_kib_per_idle_conn", Label: "pusher RSS per idle connection, " + lbl, Value: float64(rss1-rss0) / float64(n) / 1024, Unit: "KiB", prec: 2,
+		Op: "<=", Target: 8, AnchorText: "demo 17.5; Centrifugo 47.6",
+		Extra: fmt.Sprintf("RSS %.1f -> %.1f MiB%s", float64(rss0)/(1<<20), float64(rss1)/(1<<20), map[bool]string{true: ", after a GC", false: ", no GC seen"}[gcSeen])})
+	b.res.add(metric{Name: "rss_kib_per_idle_conn_before_gc", Label: "  the same, settled before pusher's next GC", Value: float64(rssPre-rss0) / float64(n) / 1024, Unit: "KiB", prec: 2,
+		Extra: fmt.Sprintf("heap %.2f KiB + stacks %.2f KiB in use", (heap(mPre)-heap(m0))/float64(n)/1024, (stack(mPre)-stack(m0))/float64(n)/1024)})
+	b.res.add(metric{Name: "heap_stack_kib_per_idle_conn", Label: "  Go heap+stack in use per idle connection",
+		Value: (heap(m1) + stack(m1) - heap(m0) - stack(m0)) / float64(n) / 1024, Unit: "KiB", prec: 2,
+		Extra: fmt.Sprintf("heap %.2f KiB + stacks %.2f KiB", (heap(m1)-heap(m0))/float64(n)/1024, (stack(m1)-stack(m0))/float64(n)/1024)})
+	b.res.add(metric{Name: "goroutines_per_idle_conn", Label: "  goroutines per idle connection", Value: (m1.sum("go_goroutines") - m0.sum("go_goroutines")) / float64(n), Unit: "goroutines", prec: 2})
+	b.res.add(metric{Name: "connect_rate_per_s", Label: fmt.Sprintf("connect rate (%d processes x %d in flight)", len(b.clients), b.cfg.dialParallel), Value: rate, Unit: "conns/s", prec: 0})
+	b.res.add(metric{Name: "server_cpu_us_per_connect", Label: "  server CPU per connect", Value: us(c1.pusher-c0.pusher) / float64(n), Unit: "µs", prec: 1})
+	b.machineRow("connect_machine_cpu_busy_pct", "connects", c0, c1)
+	b.res.add(metric{Name: "client_max_open_fds", Label: "client process open fds, max", Value: float64(maxFDs), Unit: "fds", prec: 0, Op: "<=", Target: fdLimit,
+		Extra: fmt.Sprintf("pusher %d", pusherFDs)})
+	b.logf("connections: %d idle: %.2f KiB RSS each, %.0f conns/s", n, float64(rss1-rss0)/float64(n)/1024, rate)
+	return onAll(b.clients, func(_ int, c *clientProc) error {
+		_, _, err := c.request(ctx, "close", clientRequestTimeout)
+		return err
+	})
+}
+
+// waitGC polls pusher's GC count until it exceeds since, for at most limit.
+func (b *bench) waitGC(ctx context.Context, since float64, limit time.Duration) (bool, error) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return false, err
+		}
+		m, err := b.pusher.metrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		if m.sum("go_gc_duration_seconds_count") > since {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// settleRSS waits until pusher's RSS moved less than 1% over settleWindow
+// (at most settleMax) and returns it.
+func (b *bench) settleRSS(ctx context.Context) (int64, error) {
+	deadline := time.Now().Add(settleMax)
+	prev, err := procRSS(b.pusher.pid)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		if err := sleepCtx(ctx, settleWindow); err != nil {
+			return 0, err
+		}
+		cur, err := procRSS(b.pusher.pid)
+		if err != nil {
+			return 0, err
+		}
+		diff := cur - prev
+		if diff < 0 {
+			diff = -diff
+		}
+		if diff*100 < prev || time.Now().After(deadline) {
+			b.logf("pusher RSS settled at %.1f MiB", float64(cur)/(1<<20))
+			return cur, nil
+		}
+		prev = cur
+	}
+}
+
+// waitUntil blocks until done holds, waking on wake and every 5 ms; it
+// fails when level has not changed for stall.
+func waitUntil(ctx context.Context, wake <-chan struct{}, stall time.Duration, level func() int64, done func() bool, what string) error {
+	last, lastChange := level(), time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !done() {
+		select {
+		case <-wake:
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if l := level(); l != last {
+			last, lastChange = l, time.Now()
+		} else if time.Since(lastChange) > stall {
+			return fmt.Errorf("%s stalled at %d for %s", what, l, stall)
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pct is the nearest-rank percentile of sorted samples.
+func pct(sorted []int64, q float64) int64 {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(ns int64) float64        { return float64(ns) / 1e6 }
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// dumpLatency writes one line per latency sample, in sequence order:
+// seq, intended send time since the phase start, latency, publisher lag
+// (all ms).
+func dumpLatency(path string, rep phaseReport, lags []int64, rate int) error {
+	idx := make([]int, len(rep.seqs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return int(rep.seqs[a] - rep.seqs[b]) })
+	var sb strings.Builder
+	sb.WriteString("seq\tintended_ms\tlatency_ms\tpublisher_lag_ms\n")
+	for _, i := range idx {
+		seq := rep.seqs[i]
+		fmt.Fprintf(&sb, "%d\t%.3f\t%.3f\t%.3f\n", seq, float64(seq)*1e3/float64(rate), ms(rep.samples[i]), ms(lags[seq]))
+	}
+	return os.WriteFile(path, []byte(sb.String()), 0o644)
+}
