@@ -133,10 +133,14 @@ type Consumer struct {
 	dlq    *DLQ
 	met    *metrics
 
-	// failures carries jobs whose delivery failed from connection writers
-	// to the failure worker, so writers never wait on NATS. Its capacity is
-	// MaxAckPending: the server never has more deliveries outstanding.
-	failures chan *job
+	// delivered and failures carry jobs from connection writers to the
+	// ack and failure workers, so writers only write: they never wait on
+	// NATS, and short-lived writer goroutines do not grow their stacks on
+	// the ack and logging path (measured: most of the log line's cost was
+	// stack growth). Capacity MaxAckPending: the server never has more
+	// deliveries outstanding, so sends do not block.
+	delivered chan *job
+	failures  chan *job
 	// dlqAcks carries dead letters awaiting their PubAck to the worker that
 	// then terminates the original, in publish order.
 	dlqAcks chan pendingDeadLetter
@@ -187,6 +191,7 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 		log:         log.Named("consumer"),
 		cfg:         cfg,
 		dlq:         NewDLQ(js),
+		delivered:   make(chan *job, cfg.Topology.MaxAckPending),
 		failures:    make(chan *job, cfg.Topology.MaxAckPending),
 		dlqAcks:     make(chan pendingDeadLetter, dlqAckBuffer),
 		idle:        make(chan struct{}, 1),
@@ -234,6 +239,7 @@ func (c *Consumer) Start(ctx context.Context) error {
 		}
 		c.replaySub = sub
 	}
+	c.goWorker(func() { c.ackWorker(wctx) })
 	c.goWorker(func() { c.failureWorker(wctx) })
 	c.goWorker(func() { c.deadLetterWorker(wctx) })
 	c.goWorker(func() { c.monitor(wctx) })
@@ -433,14 +439,29 @@ func (c *Consumer) contain(msg jetstream.Msg, p any, settle bool) {
 }
 
 // Report is called once per routed message by hub, from a connection's
-// writer or from Route itself.
+// writer or from Route itself; it hands the job to a worker.
 func (j *job) Report(_ *hub.Message, err error) {
-	c := j.c
 	if err != nil {
 		j.err = err
-		c.failures <- j
+		j.c.failures <- j
 		return
 	}
+	j.c.delivered <- j
+}
+
+func (c *Consumer) ackWorker(ctx context.Context) {
+	for {
+		select {
+		case j := <-c.delivered:
+			c.ack(j)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// ack settles a delivered message: ack, count, and the outcome line.
+func (c *Consumer) ack(j *job) {
 	if aerr := j.msg.Ack(); aerr != nil {
 		// The write happened; the message will be redelivered and arrive
 		// twice. That is at-least-once, and worth a line.
