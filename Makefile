@@ -65,6 +65,10 @@ bench-micro: ## Go micro-benchmarks of the hot paths (hub, dispatch, frame write
 bench-system: ## pusher as its own process vs the raw JetStream ceiling, in one run (BENCHFLAGS=--quick for a smoke run)
 	$(GO) run ./bench $(BENCHFLAGS)
 
+.PHONY: bench-cluster
+bench-cluster: ## 3-node NATS cluster with 1 then 3 pusher nodes, 15,000 connections per node, in one run
+	$(GO) run ./bench --cluster $(BENCHFLAGS)
+
 .PHONY: tidy-check
 tidy-check: ## fail if go.mod/go.sum are not tidy
 	$(GO) mod tidy
