@@ -453,7 +453,12 @@ func connectServer(c *serveConfig, natsURL string, log *zap.Logger) (*nats.Conn,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(false),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { nlog.Warn(evNATSDown, zap.Error(err)) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			// A nil error is our own drain or close at shutdown, not trouble.
+			if err != nil {
+				nlog.Warn(evNATSDown, zap.Error(err))
+			}
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { nlog.Warn(evNATSUp, zap.String("server", nc.ConnectedUrlRedacted())) }),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {

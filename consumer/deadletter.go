@@ -133,18 +133,26 @@ func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
 // Each calls fn for every dead letter of uid in stored order, or of every
 // uid when uid is empty. Malformed dead letters are passed with the parse
 // error so callers can show them; fn returning an error stops the walk.
+//
+// The walk ends at the last dead letter stored when it began: a replay to
+// a user who is still away dead-letters its messages again, and walking
+// on into those would replay them forever.
 func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) error) error {
 	stream, err := d.js.Stream(ctx, DLQStreamName)
 	if err != nil {
 		return fmt.Errorf("open stream %s: %w", DLQStreamName, err)
 	}
+	last := stream.CachedInfo().State.LastSeq
 	filter := DLQSubjects
 	if uid != "" {
 		filter = DLQSubject(uid)
 	}
-	for seq := uint64(1); ; {
+	for seq := uint64(1); seq <= last; {
 		raw, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err == nil && raw.Sequence > last {
 			return nil
 		}
 		if err != nil {
@@ -157,6 +165,7 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 		}
 		seq = raw.Sequence + 1
 	}
+	return nil
 }
 
 // ReplayFilter picks which dead letters Replay republishes.
