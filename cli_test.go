@@ -138,6 +138,21 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 		t.Fatalf("dlq replay: %d %q", code, out)
 	}
 
+	// Something that is not a dead letter in PUSH_DLQ (no Pusher-* headers):
+	// listed as MALFORMED, skipped by replay, left in place, nothing crashes.
+	publish(t, js, "dlq.push.junk", []byte("not a dead letter"))
+	code, out, _ = cli(t, env, "dlq", "list", "--uid", "junk")
+	if code != 0 || !strings.Contains(out, "MALFORMED") {
+		t.Fatalf("dlq list of a malformed dead letter: %d %q", code, out)
+	}
+	code, out, _ = cli(t, env, "dlq", "replay", "--uid", "junk")
+	if code != 0 || !strings.Contains(out, "replayed 0 dead letters, skipped 1 malformed") {
+		t.Fatalf("dlq replay of a malformed dead letter: %d %q", code, out)
+	}
+	if n := streamMsgs(t, js, consumer.DLQStreamName, "dlq.push.junk"); n != 1 {
+		t.Fatalf("malformed dead letter count %d, want it left in place", n)
+	}
+
 	code, out, _ = cli(t, env, "kick", "cli-user")
 	if code != 0 || !strings.Contains(out, "kick sent") {
 		t.Fatalf("kick: %d %q", code, out)
