@@ -202,7 +202,7 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
+	startCtx, cancelStart := context.WithTimeout(ctx, 60*time.Second)
 	err = cons.Start(startCtx)
 	cancelStart()
 	if err != nil {

@@ -203,17 +203,38 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 	return c, nil
 }
 
+// pullExpiry is how long each pull request waits on the server.
+const pullExpiry = 5 * time.Second
+
+// topologyAttempt bounds one EnsureTopology call at start; Start retries
+// until its context ends, since nodes starting together on a fresh
+// cluster may find JetStream busy electing leaders.
+const topologyAttempt = 10 * time.Second
+
 // dlqAckBuffer bounds dead letters awaiting their PubAck. When it is full
 // dispatch waits, which is the back-pressure we want if the DLQ stream is
 // slow: nothing is dropped.
 const dlqAckBuffer = 4096
 
-// Start ensures the topology, starts the workers and begins pulling. ctx
-// bounds the setup only; Drain and Close end what Start began.
+// Start ensures the topology (retrying until ctx ends), starts the workers
+// and begins pulling. ctx bounds the setup only; Drain and Close end what
+// Start began.
 func (c *Consumer) Start(ctx context.Context) error {
-	cons, err := EnsureTopology(ctx, c.js, c.cfg.Topology)
-	if err != nil {
-		return err
+	var cons jetstream.Consumer
+	var err error
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, topologyAttempt)
+		cons, err = EnsureTopology(actx, c.js, c.cfg.Topology)
+		cancel()
+		if err == nil {
+			break
+		}
+		c.log.Warn(evConsumerErr, zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -259,6 +280,11 @@ func (c *Consumer) goWorker(f func()) {
 func (c *Consumer) consumeLocked(cons jetstream.Consumer) error {
 	cc, err := cons.Consume(c.handle,
 		jetstream.PullMaxMessages(c.cfg.PullBatch),
+		// A pull that is lost (a consumer leader elected a moment ago
+		// answers "no responders") is noticed after two missed heartbeats
+		// of half the expiry: 5s, not the default 30s, so a node that just
+		// started does not sit idle.
+		jetstream.PullExpiry(pullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Warn(evConsumerErr, zap.Error(err))
 			if isGone(err) {

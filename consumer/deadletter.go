@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -122,13 +123,33 @@ func deadLetterMsg(uid, reason, subject string, seq uint64, deliveries uint64, p
 }
 
 // DLQ reads and replays dead letters. It is what `pusher dlq` and
-// replay-on-connect share.
+// replay-on-connect share; safe for concurrent use.
 type DLQ struct {
 	js jetstream.JetStream
+
+	mu     sync.Mutex       // guards stream
+	stream jetstream.Stream // PUSH_DLQ, looked up once: every connect walks it
 }
 
 // NewDLQ returns a DLQ over js.
 func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
+
+// open returns the PUSH_DLQ handle, looking it up on first use. Lookups
+// by sequence address the stream by name, so the handle outlives a
+// recreation of the stream.
+func (d *DLQ) open(ctx context.Context) (jetstream.Stream, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stream != nil {
+		return d.stream, nil
+	}
+	s, err := d.js.Stream(ctx, DLQStreamName)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", DLQStreamName, err)
+	}
+	d.stream = s
+	return s, nil
+}
 
 // Each calls fn for every dead letter of uid in stored order, or of every
 // uid when uid is empty. Malformed dead letters are passed with the parse
@@ -137,26 +158,36 @@ func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
 // The walk ends at the last dead letter stored when it began: a replay to
 // a user who is still away dead-letters its messages again, and walking
 // on into those would replay them forever.
+//
+// A walk that finds nothing (the usual replay-on-connect) costs one
+// direct get; the stream's last sequence is read only after a first hit.
 func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) error) error {
-	stream, err := d.js.Stream(ctx, DLQStreamName)
+	stream, err := d.open(ctx)
 	if err != nil {
-		return fmt.Errorf("open stream %s: %w", DLQStreamName, err)
+		return err
 	}
-	last := stream.CachedInfo().State.LastSeq
 	filter := DLQSubjects
 	if uid != "" {
 		filter = DLQSubject(uid)
 	}
-	for seq := uint64(1); seq <= last; {
+	var last uint64 // 0: not read yet
+	for seq := uint64(1); ; {
 		raw, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
-		if err == nil && raw.Sequence > last {
-			return nil
-		}
 		if err != nil {
 			return fmt.Errorf("get dead letter after seq %d: %w", seq, err)
+		}
+		if last == 0 {
+			info, err := stream.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("stream %s info: %w", DLQStreamName, err)
+			}
+			last = info.State.LastSeq
+		}
+		if raw.Sequence > last {
+			return nil
 		}
 		dl, perr := ParseDeadLetter(raw.Subject, raw.Sequence, raw.Header, raw.Data)
 		dl.StoredAt = raw.Time
@@ -165,7 +196,6 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 		}
 		seq = raw.Sequence + 1
 	}
-	return nil
 }
 
 // ReplayFilter picks which dead letters Replay republishes.
@@ -185,9 +215,9 @@ func AllReplayable(DeadLetter) bool { return true }
 // not nil, is called after each replayed message. It returns how many were
 // replayed and how many were skipped as malformed.
 func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progress func(replayed int)) (replayed, skipped int, err error) {
-	stream, err := d.js.Stream(ctx, DLQStreamName)
+	stream, err := d.open(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("open stream %s: %w", DLQStreamName, err)
+		return 0, 0, err
 	}
 	err = d.Each(ctx, uid, func(dl DeadLetter, perr error) error {
 		if perr != nil {

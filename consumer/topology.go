@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -93,11 +94,11 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		AllowDirect: true, // replay-on-connect looks up a uid's dead letters on every connect
 	}}
 	for _, cfg := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		if err := ensureStream(ctx, js, cfg); err != nil {
+			return nil, err
 		}
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+	want := jetstream.ConsumerConfig{
 		Durable:       DurableName,
 		Description:   "pusher: delivers push.<uid> to WebSocket connections",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -106,9 +107,57 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		MaxAckPending: t.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      t.Replicas,
-	})
+	}
+	return ensureConsumer(ctx, js, want)
+}
+
+// ensureStream creates the stream, or updates it when a setting pusher
+// owns differs, and otherwise leaves it alone. Several nodes start at
+// once: reading first and writing only on a difference keeps them from
+// racing create against update (which, on a fresh R3 cluster, can leave
+// both requests unanswered), and a create that loses to another node's
+// counts as success.
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, want.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil
+		}
+	case err == nil:
+		have := s.CachedInfo().Config
+		if slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
+			have.Duplicates == want.Duplicates && have.Replicas == want.Replicas &&
+			have.AllowDirect == want.AllowDirect && have.Storage == want.Storage {
+			return nil
+		}
+		_, err = js.UpdateStream(ctx, want)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("create or update consumer %s: %w", DurableName, err)
+		return fmt.Errorf("create or update stream %s: %w", want.Name, err)
+	}
+	return nil
+}
+
+// ensureConsumer is ensureStream for the durable consumer.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := js.Consumer(ctx, StreamName, want.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cons, err = js.CreateConsumer(ctx, StreamName, want)
+		if errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) {
+			cons, err = js.Consumer(ctx, StreamName, want.Durable)
+		}
+	case err == nil:
+		have := cons.CachedInfo().Config
+		if have.AckWait != want.AckWait || have.MaxDeliver != want.MaxDeliver ||
+			have.MaxAckPending != want.MaxAckPending || have.Replicas != want.Replicas {
+			cons, err = js.UpdateConsumer(ctx, StreamName, want)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s: %w", want.Durable, err)
 	}
 	return cons, nil
 }
