@@ -6,7 +6,8 @@ package main
 // stdout (answers and periodic counts, one a line):
 //
 //	dial N PREFIX FIRST PARALLEL  open N connections for uids PREFIX+FIRST...,
-//	                              at most PARALLEL handshakes in flight
+//	                              at most PARALLEL handshakes in flight; uid
+//	                              PREFIX+K goes to --url's (K mod n)th URL
 //	                              -> ok dial OK FAILED START_NS END_NS FIRST_ERROR
 //	phase KIND SIZE               start counting a phase (idle, throughput,
 //	                              latency) of SIZE messages -> ok phase
@@ -118,7 +119,7 @@ func (st *phaseState) record(frame []byte, nowNs int64) {
 
 type client struct {
 	id     int
-	url    string
+	urls   []string
 	srcs   []net.IP
 	secret []byte
 
@@ -139,7 +140,7 @@ type client struct {
 func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	id := fs.Int("id", 0, "client number")
-	url := fs.String("url", "", "ws:// URL of pusher's /ws")
+	url := fs.String("url", "", "ws:// URL of pusher's /ws; comma-separated for several nodes")
 	src := fs.String("src", "127.0.0.1", "comma-separated local source addresses")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -149,7 +150,7 @@ func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
 		fmt.Fprintln(os.Stderr, "bench client: --url and BENCH_JWT_SECRET are required")
 		return 2
 	}
-	c := &client{id: *id, url: *url, secret: []byte(secret), out: bufio.NewWriterSize(stdout, 64<<10)}
+	c := &client{id: *id, urls: strings.Split(*url, ","), secret: []byte(secret), out: bufio.NewWriterSize(stdout, 64<<10)}
 	for _, s := range strings.Split(*src, ",") {
 		ip := net.ParseIP(strings.TrimSpace(s))
 		if ip == nil {
@@ -321,7 +322,7 @@ func (c *client) dial(ctx context.Context, n int, prefix string, first, parallel
 					return
 				}
 				h := http.Header{"Authorization": {"Bearer " + tokens[i]}}
-				conn, resp, err := dialers[i%len(dialers)].DialContext(ctx, c.url, h)
+				conn, resp, err := dialers[i%len(dialers)].DialContext(ctx, c.urls[(first+i)%len(c.urls)], h)
 				if resp != nil && resp.Body != nil {
 					_ = resp.Body.Close()
 				}

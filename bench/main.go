@@ -2,7 +2,9 @@
 // pusher with its embedded NATS as a separate process, drives it with real
 // WebSocket clients in child processes bound to distinct loopback source
 // addresses, publishes through JetStream, and prints a table and JSON lines.
-// BENCHMARKS.md says what each number means and records a run.
+// With --cluster (make bench-cluster) it runs pusher nodes against a
+// three-server NATS cluster instead (cluster.go). BENCHMARKS.md says what
+// each number means and records a run.
 package main
 
 import (
@@ -65,6 +67,14 @@ type config struct {
 	timeout      time.Duration
 	stall        time.Duration
 	gcWait       time.Duration
+
+	// Cluster mode (--cluster).
+	cluster     bool
+	burstMsgs   int
+	burstUIDs   int
+	natsBin     string
+	gcWaitSet   bool // --gc-wait given explicitly
+	idlePerNode int  // cluster mode: --idle-conns is per pusher node
 }
 
 const (
@@ -86,23 +96,27 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "usage: go run ./bench [flags]\n\nEnd-to-end benchmark of pusher; see BENCHMARKS.md.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	fs.BoolVar(&c.quick, "quick", false, "smoke run: 200 connections, 20k messages, 3s latency, 2,000 idle connections, no GC wait (explicit flags still win)")
+	fs.BoolVar(&c.quick, "quick", false, "smoke run: 200 connections, 20k messages, 3s latency, 2,000 idle connections (per node with --cluster), 10k burst messages to 300 uids, no GC wait (explicit flags still win)")
 	fs.IntVar(&c.messages, "messages", 300000, "messages in the throughput phase and in the raw JetStream phase")
 	fs.IntVar(&c.window, "window", 4000, "closed loop: most messages outstanding between publish and receipt")
 	fs.IntVar(&c.conns, "conns", 1000, "connections (one uid each) in the throughput and latency phases")
 	fs.IntVar(&c.payload, "payload", 128, "payload bytes (at least 33)")
 	fs.IntVar(&c.rate, "rate", 5000, "latency phase: fixed publish rate, msgs/s")
 	fs.DurationVar(&c.latencyDur, "latency-duration", 20*time.Second, "latency phase: how long to publish")
-	fs.IntVar(&c.idleConns, "idle-conns", 15000, "connection phase: idle authenticated connections")
+	fs.IntVar(&c.idleConns, "idle-conns", 15000, "connection phase: idle authenticated connections (with --cluster: per pusher node)")
 	fs.IntVar(&c.clients, "clients", 4, "client processes (more are used if needed to stay under 9,000 connections each)")
 	fs.IntVar(&c.dialParallel, "dial-parallel", 64, "handshakes in flight per client process")
 	fs.StringVar(&c.pusherBin, "pusher-bin", "", "pusher binary to run (default: go build the module's root package)")
-	fs.BoolVar(&c.keepLogs, "keep-logs", false, "keep the temp dir with pusher's logs (its JetStream data is removed)")
+	fs.BoolVar(&c.keepLogs, "keep-logs", false, "keep the temp dir with the pusher (and nats-server) logs; binaries and JetStream data are removed")
 	fs.StringVar(&c.jsonOut, "json-out", "", "also write the JSON lines to this file")
 	fs.StringVar(&c.dumpLatency, "dump-latency", "", "write every latency sample (seq, intended offset, latency, publisher lag; ms) to this file")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort the whole run after this long")
-	fs.DurationVar(&c.gcWait, "gc-wait", 150*time.Second, "connection phase: wait this long at most for pusher's next GC before the final RSS reading (Go forces one every 2 minutes); 0 skips")
+	fs.DurationVar(&c.gcWait, "gc-wait", 150*time.Second, "connection phase: wait this long at most for pusher's next GC before the final RSS reading (Go forces one every 2 minutes); 0 skips; with --cluster 0 unless given")
 	fs.DurationVar(&c.stall, "stall-timeout", 15*time.Second, "fail a phase when nothing progresses for this long")
+	fs.BoolVar(&c.cluster, "cluster", false, "cluster mode: pusher nodes against a 3-server NATS cluster (one node, three nodes, --idle-conns per node); see BENCHMARKS.md")
+	fs.IntVar(&c.burstMsgs, "burst-messages", 50000, "cluster mode: messages in the burst with every idle connection open")
+	fs.IntVar(&c.burstUIDs, "burst-uids", 1500, "cluster mode: connected uids the burst goes to, spread over the nodes")
+	fs.StringVar(&c.natsBin, "nats-bin", "", "cluster mode: nats-server binary to run (default: go build the version go.mod requires)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, usageError{err}
@@ -112,15 +126,21 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return c, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	c.gcWaitSet = set["gc-wait"]
+	if c.cluster && !c.gcWaitSet {
+		c.gcWait = 0 // cluster mode reads RSS settled, before the next GC, unless asked
+	}
 	if c.quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
 			"messages":         func() { c.messages = 20000 },
 			"conns":            func() { c.conns = 200 },
 			"latency-duration": func() { c.latencyDur = 3 * time.Second },
 			"idle-conns":       func() { c.idleConns = 2000 },
 			"gc-wait":          func() { c.gcWait = 0 },
+			"burst-messages":   func() { c.burstMsgs = 10000 },
+			"burst-uids":       func() { c.burstUIDs = 300 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -136,12 +156,29 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	case c.latencyDur <= 0:
 		return c, usageError{errors.New("--latency-duration must be positive")}
 	}
-	need := (max(c.conns, c.idleConns) + maxConnsPerProcess - 1) / maxConnsPerProcess
+	idleTotal := c.idleConns
+	if c.cluster {
+		c.idlePerNode = c.idleConns
+		idleTotal = natsClusterSize * c.idleConns
+		switch {
+		case c.burstMsgs < 1 || c.burstUIDs < 1:
+			return c, usageError{errors.New("--burst-messages and --burst-uids must be positive")}
+		case c.burstUIDs > idleTotal:
+			return c, usageError{fmt.Errorf("--burst-uids %d: at most the %d idle connections", c.burstUIDs, idleTotal)}
+		}
+	}
+	need := (max(c.conns, idleTotal) + maxConnsPerProcess - 1) / maxConnsPerProcess
 	c.clients = max(c.clients, need)
 	if c.clients*srcsPerClient > 250 {
 		return c, usageError{errors.New("too many client processes for 127.0.0.2-127.0.0.251")}
 	}
 	return c, nil
+}
+
+// step is one stage of a run; a failing step ends it.
+type step struct {
+	name string
+	f    func(context.Context) error
 }
 
 // bench is one run of the orchestrator.
@@ -155,10 +192,17 @@ type bench struct {
 	ticks   float64
 	started time.Time
 
-	pusher   *pusherProc
-	retired  []*pusherProc // stopped pushers, for the log summary
-	clients  []*clientProc
-	progress chan struct{} // signalled when a client reports a count
+	pusher      *pusherProc
+	retired     []*pusherProc // stopped pushers, for the log summary
+	nodes       []*pusherProc // cluster mode: the running pusher nodes
+	natsBin     string        // cluster mode
+	nats        []*natsProc   // cluster mode: the running NATS servers
+	natsDone    []*natsProc   // stopped NATS servers, for the log summary
+	natsGen     int           // cluster mode: NATS clusters started so far
+	nofile      uint64        // cluster mode: RLIMIT_NOFILE, soft
+	natsVersion string        // cluster mode: nats-server --version
+	clients     []*clientProc
+	progress    chan struct{} // signalled when a client reports a count
 
 	res     results
 	notes   []string // observations about pusher itself
@@ -194,17 +238,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				_ = os.RemoveAll(p.dataDir)
 			}
 		}
-		if cfg.keepLogs || err != nil {
+		for _, n := range b.natsDone {
+			_ = os.RemoveAll(n.storeDir)
+		}
+		interrupted := errors.Is(err, context.Canceled)
+		if cfg.keepLogs || (err != nil && !interrupted) {
+			// Keep the logs only: not the binaries or any data.
+			for _, pat := range []string{"pusher", "nats-server", "modfile", "*-data", "*-store"} {
+				matches, _ := filepath.Glob(filepath.Join(b.tmp, pat))
+				for _, m := range matches {
+					_ = os.RemoveAll(m)
+				}
+			}
 			fmt.Fprintf(stderr, "bench: logs kept in %s\n", b.tmp)
 		} else {
 			_ = os.RemoveAll(b.tmp)
 		}
 	}()
 
-	steps := []struct {
-		name string
-		f    func(context.Context) error
-	}{
+	steps := []step{
 		{"build", b.build},
 		{"start", b.start},
 		{"jetstream ceiling", b.phaseRaw},
@@ -212,6 +264,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		{"latency", b.phaseLatency},
 		{"connections", b.phaseConnections},
 		{"stop", b.finish},
+	}
+	if cfg.cluster {
+		steps = b.clusterSteps()
 	}
 	for _, s := range steps {
 		b.logf("%s", s.name)
@@ -241,26 +296,35 @@ func (b *bench) build(ctx context.Context) error {
 		b.bin = bin
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root, err := moduleRoot(ctx)
 	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return errors.New("not inside the pusher module: run from the repository root or pass --pusher-bin")
+		return err
 	}
 	b.bin = filepath.Join(b.tmp, "pusher")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", b.bin, ".")
-	cmd.Dir = filepath.Dir(gomod)
+	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build pusher: %w\n%s", err, out)
 	}
 	return nil
 }
 
+// moduleRoot is the directory of the go.mod the go command finds.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the pusher module: run from the repository root or pass --pusher-bin")
+	}
+	return filepath.Dir(gomod), nil
+}
+
 // start starts pusher and the client processes.
 func (b *bench) start(ctx context.Context) error {
-	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret)
+	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret, "PUSHER_NATS_LISTEN=127.0.0.1:-1")
 	if err != nil {
 		return err
 	}
@@ -275,7 +339,7 @@ func (b *bench) startClients() error {
 		for j := range srcs {
 			srcs[j] = fmt.Sprintf("127.0.0.%d", 2+i*srcsPerClient+j)
 		}
-		c, err := startClient(i, "ws://"+b.pusher.httpAddr+"/ws", srcs, b.secret, b.progress)
+		c, err := startClient(i, b.wsURLs(), srcs, b.secret, b.progress)
 		if err != nil {
 			return err
 		}
@@ -300,7 +364,7 @@ func (b *bench) restartPusher(ctx context.Context) error {
 		b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
 	}
 	_ = os.RemoveAll(old.dataDir)
-	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret)
+	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, "PUSHER_NATS_LISTEN=127.0.0.1:-1")
 	if err != nil {
 		return err
 	}
@@ -329,7 +393,56 @@ func (b *bench) finish(context.Context) error {
 	return nil
 }
 
+// wsURLs is the comma-separated WebSocket URLs the clients dial: a client
+// connects the uid of global index k to the (k mod n)th.
+func (b *bench) wsURLs() string {
+	var urls []string
+	for _, p := range b.livePushers() {
+		urls = append(urls, "ws://"+p.httpAddr+"/ws")
+	}
+	return strings.Join(urls, ",")
+}
+
+// livePushers is the running pusher process (single mode) or nodes.
+func (b *bench) livePushers() []*pusherProc {
+	if b.pusher != nil {
+		return []*pusherProc{b.pusher}
+	}
+	return b.nodes
+}
+
 func (b *bench) summarizeLogs() {
+	// Warnings and errors during startup and shutdown are summed over
+	// every server (they are the same few each time); those while the
+	// cluster served the run are listed per server and noted.
+	edge := map[string]map[string]int{winStartup: {}, winShutdown: {}}
+	for _, n := range b.natsDone {
+		s, err := summarizeNATSLog(n)
+		if err != nil {
+			b.notes = append(b.notes, fmt.Sprintf("%s log: %v", n.logPath, err))
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(n.logPath), ".log")
+		b.res.natsLogs = append(b.res.natsLogs, fmt.Sprintf("%s (%d lines): %s", name, s.lines, s))
+		for w, m := range edge {
+			for l, c := range s.problems[w] {
+				m[normalizeNATSLine(l)] += c
+			}
+		}
+		for i, l := range countedLines(s.problems[winRun]) {
+			if i == 10 {
+				break
+			}
+			b.res.natsProblems = append(b.res.natsProblems, "during the run, "+name+": "+l)
+			b.notes = append(b.notes, name+" logged while serving: "+l)
+		}
+	}
+	for _, w := range []string{winStartup, winShutdown} {
+		for _, l := range countedLines(edge[w]) {
+			b.res.natsProblems = append(b.res.natsProblems, fmt.Sprintf("at %s, all servers: %s", w, l))
+		}
+	}
+	b.natsDone = nil
 	for _, p := range b.retired {
 		s, err := summarizeLog(p.logPath)
 		if err != nil {
@@ -356,6 +469,8 @@ func (b *bench) stopAll() {
 		b.retired = append(b.retired, b.pusher)
 		b.pusher = nil
 	}
+	b.stopNodes()
+	b.stopNATS()
 }
 
 // dumpPartial prints what was measured before a failure, and pusher's log
@@ -369,6 +484,12 @@ func (b *bench) dumpPartial() {
 	}
 	for _, l := range b.res.logs {
 		fmt.Fprintln(b.stderr, "bench: "+l)
+	}
+	for _, l := range b.res.natsLogs {
+		fmt.Fprintln(b.stderr, "bench: "+l)
+	}
+	for _, l := range b.res.natsProblems {
+		fmt.Fprintln(b.stderr, "bench: nats-server logged: "+l)
 	}
 	for _, n := range b.notes {
 		fmt.Fprintln(b.stderr, "bench: note: "+n)

@@ -152,20 +152,36 @@ func (b *bench) phaseRaw(ctx context.Context) error {
 
 // cpuSnap is the CPU of everything on the machine at one moment.
 type cpuSnap struct {
-	pusher, clients, self time.Duration
+	pusher, clients, self time.Duration // pusher: every pusher process
+	nats                  time.Duration // cluster mode: every nats-server
+	perPusher, perNATS    []time.Duration
 	busy, irq, total      float64 // machine jiffies
+}
+
+// wallOf is the wall time between two snapshots, from the machine's jiffies.
+func wallOf(c0, c1 cpuSnap, ticks float64) float64 {
+	return (c1.total - c0.total) / ticks / float64(runtime.NumCPU())
 }
 
 // cores describes where the machine's CPU went between two snapshots, in
 // cores, and returns the "other" share: busy time no benchmark process was
 // charged for (other processes on the machine, kernel threads).
 func cores(c0, c1 cpuSnap, ticks float64) (string, float64) {
-	wall := (c1.total - c0.total) / ticks / float64(runtime.NumCPU())
+	wall := wallOf(c0, c1, ticks)
 	busy := (c1.busy - c0.busy) / ticks / wall
 	p, c, s := (c1.pusher-c0.pusher).Seconds()/wall, (c1.clients-c0.clients).Seconds()/wall, (c1.self-c0.self).Seconds()/wall
-	other := max(busy-p-c-s, 0)
-	return fmt.Sprintf("cores busy %.2f of %d: pusher %.2f, clients %.2f, publisher %.2f, other %.2f (irq %.2f)",
-		busy, runtime.NumCPU(), p, c, s, other, (c1.irq-c0.irq)/ticks/wall), other
+	n := (c1.nats - c0.nats).Seconds() / wall
+	other := max(busy-p-n-c-s, 0)
+	natsPart := ""
+	if len(c1.perNATS) > 0 {
+		natsPart = fmt.Sprintf(", nats-servers %.2f", n)
+	}
+	who := "pusher"
+	if len(c1.perPusher) > 1 {
+		who = "pushers"
+	}
+	return fmt.Sprintf("cores busy %.2f of %d: %s %.2f%s, clients %.2f, publisher %.2f, other %.2f (irq %.2f)",
+		busy, runtime.NumCPU(), who, p, natsPart, c, s, other, (c1.irq-c0.irq)/ticks/wall), other
 }
 
 // interferenceLimit is the "other" CPU, in cores, above which a phase's
@@ -185,8 +201,21 @@ func (b *bench) machineRow(name, phase string, c0, c1 cpuSnap) {
 func (b *bench) cpuSnapshot() (cpuSnap, error) {
 	var s cpuSnap
 	var err error
-	if s.pusher, err = procCPU(b.pusher.pid, b.ticks); err != nil {
-		return s, err
+	for _, p := range b.livePushers() {
+		d, err := procCPU(p.pid, b.ticks)
+		if err != nil {
+			return s, err
+		}
+		s.pusher += d
+		s.perPusher = append(s.perPusher, d)
+	}
+	for _, n := range b.nats {
+		d, err := procCPU(n.pid, b.ticks)
+		if err != nil {
+			return s, err
+		}
+		s.nats += d
+		s.perNATS = append(s.perNATS, d)
 	}
 	for _, c := range b.clients {
 		d, err := procCPU(c.pid, b.ticks)
@@ -277,25 +306,71 @@ func (b *bench) dialAll(ctx context.Context, total int, prefix string) (float64,
 	return float64(total) / end.Sub(start).Seconds(), nil
 }
 
-// waitConnections polls pusher_connections until it equals want.
+// waitConnections polls pusher_connections until it equals want, summed
+// over every pusher process, and in cluster mode until each node holds
+// its share (uid k is on node k mod n).
 func (b *bench) waitConnections(ctx context.Context, want int) error {
 	deadline := time.Now().Add(30 * time.Second)
+	ps := b.livePushers()
 	for {
-		m, err := b.pusher.metrics(ctx)
-		if err != nil {
-			return err
+		ok := true
+		var got []string
+		for i, p := range ps {
+			m, err := p.metrics(ctx)
+			if err != nil {
+				return err
+			}
+			n := int(m.sum("pusher_connections"))
+			got = append(got, strconv.Itoa(n))
+			ok = ok && n == shareOf(want, len(ps), i)
 		}
-		got := m.sum("pusher_connections")
-		if int(got) == want {
+		if ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pusher_connections = %.0f after 30s, want %d", got, want)
+			return fmt.Errorf("pusher_connections = %s after 30s, want %d in all", strings.Join(got, "/"), want)
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
+}
+
+// shareOf is how many of the indexes 0..total-1 are i mod n.
+func shareOf(total, n, i int) int {
+	s := total / n
+	if i < total%n {
+		s++
+	}
+	return s
+}
+
+// scrape sums the metrics of every pusher process.
+func (b *bench) scrape(ctx context.Context) (promText, error) {
+	out := promText{}
+	for _, p := range b.livePushers() {
+		m, err := p.metrics(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
+		}
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out, nil
+}
+
+// scrapeEach scrapes every pusher process.
+func (b *bench) scrapeEach(ctx context.Context) ([]promText, error) {
+	var out []promText
+	for _, p := range b.livePushers() {
+		m, err := p.metrics(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // phaseThroughput: closed-loop throughput over b.cfg.conns connections.
@@ -307,75 +382,12 @@ func (b *bench) phaseThroughput(ctx context.Context) error {
 	if err := b.waitConnections(ctx, b.cfg.conns); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-publisher"))
-	if err != nil {
-		return fmt.Errorf("connect NATS: %w", err)
-	}
-	defer nc.Close()
-	var pubErrs atomic.Int64
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(b.cfg.window+4096),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	r, err := b.closedLoop(ctx, "throughput", m, uidRange("b", b.cfg.conns))
 	if err != nil {
 		return err
 	}
-	if err := b.beginPhase(ctx, "throughput", m); err != nil {
-		return err
-	}
-	subjects := make([]string, b.cfg.conns)
-	for i := range subjects {
-		subjects[i] = "push.b" + strconv.Itoa(i)
-	}
-	met0, err := b.pusher.metrics(ctx)
-	if err != nil {
-		return err
-	}
-	tmpl := newPayload(b.cfg.payload)
-	c0, err := b.cpuSnapshot()
-	if err != nil {
-		return err
-	}
-	t0 := time.Now()
-	for i := range m {
-		if int64(i)-b.received() >= w {
-			err := waitUntil(ctx, b.progress, b.cfg.stall, b.received,
-				func() bool { return int64(i)-b.received() < w }, "receipts")
-			if err != nil {
-				return fmt.Errorf("%w (published %d of %d; window %d)%s", err, i, m, w, b.pusherHint(ctx, met0))
-			}
-		}
-		data := slices.Clone(tmpl)
-		encodePayload(data, time.Now().UnixNano(), uint64(i), tagThroughput)
-		if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
-			return fmt.Errorf("publish message %d: %w", i, err)
-		}
-	}
-	err = waitUntil(ctx, b.progress, b.cfg.stall, b.received, func() bool { return b.received() >= int64(m) }, "receipts")
-	if err != nil {
-		return fmt.Errorf("%w (all %d published)%s", err, m, b.pusherHint(ctx, met0))
-	}
-	c1, err := b.cpuSnapshot()
-	if err != nil {
-		return err
-	}
-	if err := sleepCtx(ctx, dupGrace); err != nil {
-		return err
-	}
-	rep, err := b.collect(ctx)
-	if err != nil {
-		return err
-	}
-	if n := pubErrs.Load(); n > 0 {
-		return fmt.Errorf("%d asynchronous publish errors", n)
-	}
-	elapsed := time.Unix(0, rep.lastRecvNs).Sub(t0)
-	rate := float64(m) / elapsed.Seconds()
-	b.checkDelivery("throughput", m, rep)
-	met1, err := b.pusher.metrics(ctx)
-	if err != nil {
-		return err
-	}
-	b.checkOutcomes("throughput", met0, met1, m)
+	c0, c1, rep := r.c0, r.c1, r.rep
+	rate := r.rate
 
 	b.res.add(metric{Name: "throughput_msgs_per_s", Label: fmt.Sprintf("throughput, %s conns, %d B, closed loop (window %d)", comma(float64(b.cfg.conns), 0), b.cfg.payload, w),
 		Value: rate, Unit: "msgs/s", prec: 0, Op: ">=", Target: 90000, AnchorText: "demo 30.8k; Centrifugo 24.4k"})
@@ -388,14 +400,136 @@ func (b *bench) phaseThroughput(ctx context.Context) error {
 		Extra: fmt.Sprintf("%d dup", rep.dup)})
 	b.res.add(metric{Name: "throughput_duplicates", Value: float64(rep.dup), Unit: "msgs", hidden: true})
 	b.machineRow("throughput_machine_cpu_busy_pct", "throughput", c0, c1)
-	b.logf("throughput: %d msgs in %s = %.0f msgs/s, %.2f µs pusher CPU/msg", m, elapsed.Round(time.Millisecond), rate, us(c1.pusher-c0.pusher)/float64(m))
+	b.logf("throughput: %d msgs in %s = %.0f msgs/s, %.2f µs pusher CPU/msg", m, r.elapsed.Round(time.Millisecond), rate, us(c1.pusher-c0.pusher)/float64(m))
 	return nil
+}
+
+// uidRange is prefix0 .. prefix(n-1).
+func uidRange(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
+}
+
+// loopResult is what closedLoop measured.
+type loopResult struct {
+	rate       float64
+	elapsed    time.Duration
+	c0, c1     cpuSnap
+	rep        phaseReport
+	met0, met1 []promText // each pusher's metrics before and after
+}
+
+// closedLoop publishes m messages round-robin to push.<uid> for uids, with
+// at most --window between publish and receipt (counted from the
+// clients' reports), and checks that every message arrived exactly once
+// and that the pushers counted exactly m deliveries and nothing else.
+// The uids' connections must be open. Throughput is m over (latest
+// receipt − first publish).
+func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []string) (loopResult, error) {
+	var r loopResult
+	w := int64(b.cfg.window)
+	nc, err := nats.Connect(b.natsURL(), nats.Name("bench-publisher"), nats.DontRandomize())
+	if err != nil {
+		return r, fmt.Errorf("connect NATS: %w", err)
+	}
+	defer nc.Close()
+	var pubErrs atomic.Int64
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(b.cfg.window+4096),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	if err != nil {
+		return r, err
+	}
+	if err := b.beginPhase(ctx, "throughput", m); err != nil {
+		return r, err
+	}
+	subjects := make([]string, len(uids))
+	for i, u := range uids {
+		subjects[i] = "push." + u
+	}
+	if r.met0, err = b.scrapeEach(ctx); err != nil {
+		return r, err
+	}
+	met0 := sumProm(r.met0)
+	tmpl := newPayload(b.cfg.payload)
+	if r.c0, err = b.cpuSnapshot(); err != nil {
+		return r, err
+	}
+	t0 := time.Now()
+	for i := range m {
+		if int64(i)-b.received() >= w {
+			err := waitUntil(ctx, b.progress, b.cfg.stall, b.received,
+				func() bool { return int64(i)-b.received() < w }, "receipts")
+			if err != nil {
+				return r, fmt.Errorf("%w (published %d of %d; window %d)%s", err, i, m, w, b.pusherHint(ctx, met0))
+			}
+		}
+		data := slices.Clone(tmpl)
+		encodePayload(data, time.Now().UnixNano(), uint64(i), tagThroughput)
+		if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
+			return r, fmt.Errorf("publish message %d: %w", i, err)
+		}
+	}
+	err = waitUntil(ctx, b.progress, b.cfg.stall, b.received, func() bool { return b.received() >= int64(m) }, "receipts")
+	if err != nil {
+		return r, fmt.Errorf("%w (all %d published)%s", err, m, b.pusherHint(ctx, met0))
+	}
+	if r.c1, err = b.cpuSnapshot(); err != nil {
+		return r, err
+	}
+	if err := sleepCtx(ctx, dupGrace); err != nil {
+		return r, err
+	}
+	if r.rep, err = b.collect(ctx); err != nil {
+		return r, err
+	}
+	if n := pubErrs.Load(); n > 0 {
+		return r, fmt.Errorf("%d asynchronous publish errors", n)
+	}
+	r.elapsed = time.Unix(0, r.rep.lastRecvNs).Sub(t0)
+	r.rate = float64(m) / r.elapsed.Seconds()
+	b.checkDelivery(phase, m, r.rep)
+	if r.met1, err = b.scrapeEach(ctx); err != nil {
+		return r, err
+	}
+	b.checkOutcomes(phase, met0, sumProm(r.met1), m)
+	return r, nil
+}
+
+// sumProm adds several pushers' metrics sample by sample.
+func sumProm(ms []promText) promText {
+	out := promText{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out
+}
+
+// natsURL is where the publisher connects: the embedded server, or the
+// cluster's servers in order (nats-1 first).
+func (b *bench) natsURL() string {
+	if b.pusher != nil {
+		return b.pusher.natsURL
+	}
+	return b.natsURLs(0)
 }
 
 // pusherHint describes pusher's counters for a stall error.
 func (b *bench) pusherHint(ctx context.Context, before promText) string {
-	if err := b.pusher.alive(); err != nil {
-		return "; " + err.Error()
+	for _, p := range b.livePushers() {
+		if err := p.alive(); err != nil {
+			return "; " + err.Error()
+		}
+	}
+	for _, n := range b.nats {
+		if err := n.alive(); err != nil {
+			return "; " + err.Error()
+		}
 	}
 	for _, c := range b.clients {
 		select {
@@ -404,7 +538,7 @@ func (b *bench) pusherHint(ctx context.Context, before promText) string {
 		default:
 		}
 	}
-	m, err := b.pusher.metrics(ctx)
+	m, err := b.scrape(ctx)
 	if err != nil {
 		return "; " + err.Error()
 	}
@@ -585,7 +719,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 		return err
 	}
 	n := b.cfg.idleConns
-	rss0, err := b.settleRSS(ctx)
+	rss0, err := b.settleRSS(ctx, b.pusher.name, b.pusher.pid)
 	if err != nil {
 		return err
 	}
@@ -619,7 +753,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 		}
 		maxFDs = max(maxFDs, fds)
 	}
-	rssPre, err := b.settleRSS(ctx)
+	rssPre, err := b.settleRSS(ctx, b.pusher.name, b.pusher.pid)
 	if err != nil {
 		return err
 	}
@@ -633,13 +767,13 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 		// stays in RSS until the next GC, which the runtime forces every
 		// two minutes. Wait for it, then for RSS to settle again.
 		b.logf("connections: RSS %.1f MiB; waiting up to %s for pusher's next GC", float64(rssPre)/(1<<20), b.cfg.gcWait)
-		if gcSeen, err = b.waitGC(ctx, mPre.sum("go_gc_duration_seconds_count"), b.cfg.gcWait); err != nil {
+		if gcSeen, err = b.waitGC(ctx, b.pusher, mPre.sum("go_gc_duration_seconds_count"), b.cfg.gcWait); err != nil {
 			return err
 		}
 		if !gcSeen {
 			b.notes = append(b.notes, fmt.Sprintf("connection phase: pusher ran no GC within %s of the last connect; RSS includes handshake garbage", b.cfg.gcWait))
 		}
-		if rss1, err = b.settleRSS(ctx); err != nil {
+		if rss1, err = b.settleRSS(ctx, b.pusher.name, b.pusher.pid); err != nil {
 			return err
 		}
 	}
@@ -680,13 +814,13 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 }
 
 // waitGC polls pusher's GC count until it exceeds since, for at most limit.
-func (b *bench) waitGC(ctx context.Context, since float64, limit time.Duration) (bool, error) {
+func (b *bench) waitGC(ctx context.Context, p *pusherProc, since float64, limit time.Duration) (bool, error) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return false, err
 		}
-		m, err := b.pusher.metrics(ctx)
+		m, err := p.metrics(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -697,11 +831,11 @@ func (b *bench) waitGC(ctx context.Context, since float64, limit time.Duration) 
 	return false, nil
 }
 
-// settleRSS waits until pusher's RSS moved less than 1% over settleWindow
-// (at most settleMax) and returns it.
-func (b *bench) settleRSS(ctx context.Context) (int64, error) {
+// settleRSS waits until the process's RSS moved less than 1% over
+// settleWindow (at most settleMax) and returns it.
+func (b *bench) settleRSS(ctx context.Context, name string, pid int) (int64, error) {
 	deadline := time.Now().Add(settleMax)
-	prev, err := procRSS(b.pusher.pid)
+	prev, err := procRSS(pid)
 	if err != nil {
 		return 0, err
 	}
@@ -709,7 +843,7 @@ func (b *bench) settleRSS(ctx context.Context) (int64, error) {
 		if err := sleepCtx(ctx, settleWindow); err != nil {
 			return 0, err
 		}
-		cur, err := procRSS(b.pusher.pid)
+		cur, err := procRSS(pid)
 		if err != nil {
 			return 0, err
 		}
@@ -718,7 +852,7 @@ func (b *bench) settleRSS(ctx context.Context) (int64, error) {
 			diff = -diff
 		}
 		if diff*100 < prev || time.Now().After(deadline) {
-			b.logf("pusher RSS settled at %.1f MiB", float64(cur)/(1<<20))
+			b.logf("%s RSS settled at %.1f MiB", name, float64(cur)/(1<<20))
 			return cur, nil
 		}
 		prev = cur

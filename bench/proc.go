@@ -25,7 +25,8 @@ const (
 	pusherStopTimeout = 25 * time.Second
 )
 
-// pusherProc is one pusher process with embedded NATS, logging to a file.
+// pusherProc is one pusher process, logging to a file: with its embedded
+// NATS, or (cluster mode) a node on the external NATS cluster.
 type pusherProc struct {
 	name     string
 	cmd      *exec.Cmd
@@ -34,14 +35,16 @@ type pusherProc struct {
 	dataDir  string
 	httpAddr string
 	natsURL  string
+	ready    readyLine
 	exited   chan struct{}
 	waitErr  error // valid once exited is closed
 	stopped  time.Duration
 }
 
-// startPusher starts bin serve with embedded NATS on free loopback ports,
-// its JetStream store and log under dir, and waits for pusher.ready.
-func startPusher(ctx context.Context, bin, dir, name, secret string) (*pusherProc, error) {
+// startPusher starts bin serve on a free loopback HTTP port, with its data
+// dir and log under dir and the extra environment (the embedded NATS's
+// listen address, or the cluster's URLs), and waits for pusher.ready.
+func startPusher(ctx context.Context, bin, dir, name, secret string, extraEnv ...string) (*pusherProc, error) {
 	p := &pusherProc{
 		name:    name,
 		logPath: filepath.Join(dir, name+".log"),
@@ -58,9 +61,9 @@ func startPusher(ctx context.Context, bin, dir, name, secret string) (*pusherPro
 		"JWT_SECRET="+secret,
 		"PUSHER_DATA_DIR="+p.dataDir,
 		"PUSHER_HTTP_ADDR=127.0.0.1:0",
-		"PUSHER_NATS_LISTEN=127.0.0.1:-1",
 		"PUSHER_LOG_DELIVERED=true", // the per-message log is part of the cost
 	)
+	p.cmd.Env = append(p.cmd.Env, extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -72,7 +75,7 @@ func startPusher(ctx context.Context, bin, dir, name, secret string) (*pusherPro
 	deadline := time.Now().Add(pusherReadyTimeout)
 	for {
 		if ready, ok := findReady(p.logPath); ok {
-			p.httpAddr, p.natsURL = ready.HTTPAddr, ready.NATSURL
+			p.httpAddr, p.natsURL, p.ready = ready.HTTPAddr, ready.NATSURL, ready
 			return p, nil
 		}
 		select {
@@ -104,9 +107,11 @@ func cleanEnv() []string {
 }
 
 type readyLine struct {
-	Msg      string `json:"msg"`
-	HTTPAddr string `json:"http_addr"`
-	NATSURL  string `json:"nats_url"`
+	Msg            string `json:"msg"`
+	HTTPAddr       string `json:"http_addr"`
+	NATSURL        string `json:"nats_url"`
+	EmbeddedNATS   bool   `json:"embedded_nats"`
+	ClusterRouting bool   `json:"cluster_routing"`
 }
 
 func findReady(path string) (readyLine, bool) {
@@ -285,6 +290,24 @@ func procRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS in /proc/pid/status")
+}
+
+// procNoFile returns the soft and hard "Max open files" of a process from
+// /proc/pid/limits.
+func procNoFile(pid int) (soft, hard string, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return "", "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 2 {
+				return f[0], f[1], nil
+			}
+		}
+	}
+	return "", "", errors.New("no Max open files in /proc/pid/limits")
 }
 
 // procFDs counts the process's open file descriptors.

@@ -34,8 +34,10 @@ type metric struct {
 }
 
 type results struct {
-	metrics []metric
-	logs    []string // per-pusher log summaries
+	metrics      []metric
+	logs         []string // per-pusher log summaries
+	natsLogs     []string // cluster mode: per-nats-server log summaries
+	natsProblems []string // cluster mode: distinct nats-server warnings and errors, with counts
 }
 
 func (r *results) add(m metric) {
@@ -63,13 +65,27 @@ func (r *results) get(name string) (float64, bool) {
 	return 0, false
 }
 
-// table writes the human table.
+// table writes the human table. Without any target or anchor (cluster
+// mode) it has only the metric, measured and detail columns.
 func (r *results) table(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "metric\tmeasured\ttarget\t\tanchors (demo; Centrifugo)\tdetail")
-	fmt.Fprintln(tw, "------\t--------\t------\t\t--------------------------\t------")
+	targets := false
+	for _, m := range r.metrics {
+		targets = targets || (!m.hidden && (m.Op != "" || m.AnchorText != ""))
+	}
+	if !targets {
+		fmt.Fprintln(tw, "metric\tmeasured\tdetail")
+		fmt.Fprintln(tw, "------\t--------\t------")
+	} else {
+		fmt.Fprintln(tw, "metric\tmeasured\ttarget\t\tanchors (demo; Centrifugo)\tdetail")
+		fmt.Fprintln(tw, "------\t--------\t------\t\t--------------------------\t------")
+	}
 	for _, m := range r.metrics {
 		if m.hidden {
+			continue
+		}
+		if !targets {
+			fmt.Fprintf(tw, "%s\t%s %s\t%s\n", m.Label, comma(m.Value, m.prec), m.Unit, m.Extra)
 			continue
 		}
 		target, verdict := "", ""
@@ -93,8 +109,10 @@ type summary struct {
 	Command  string         `json:"command"`
 	Elapsed  float64        `json:"elapsed_s"`
 	Config   map[string]any `json:"config"`
-	Anchors  string         `json:"anchors"`
+	Anchors  string         `json:"anchors,omitempty"`
 	PusherLg []string       `json:"pusher_logs,omitempty"`
+	NATSLogs []string       `json:"nats_logs,omitempty"`
+	NATSWarn []string       `json:"nats_log_problems,omitempty"`
 	Notes    []string       `json:"notes,omitempty"`
 	Time     string         `json:"time"`
 }
@@ -104,12 +122,30 @@ type summary struct {
 func (b *bench) print() error {
 	m := describeMachine()
 	w := b.stdout
-	fmt.Fprintf(w, "\npusher end-to-end benchmark — %s, %d cores, %s RAM, %s, kernel %s\n", m.Model, m.NProc, m.MemTotal, m.GoVersion, m.Kernel)
-	fmt.Fprintf(w, "command: %s   (load generator and pusher share the same %d cores)\n\n", b.command, m.NProc)
+	c := b.cfg
+	anchors := anchorsNote
+	if c.cluster {
+		anchors = ""
+		fmt.Fprintf(w, "\npusher cluster benchmark — %s, %d cores, %s RAM, %s, kernel %s\n", m.Model, m.NProc, m.MemTotal, m.GoVersion, m.Kernel)
+		fmt.Fprintf(w, "command: %s   (3 nats-servers, the pushers and the load generator share the same %d cores)\n\n", b.command, m.NProc)
+	} else {
+		fmt.Fprintf(w, "\npusher end-to-end benchmark — %s, %d cores, %s RAM, %s, kernel %s\n", m.Model, m.NProc, m.MemTotal, m.GoVersion, m.Kernel)
+		fmt.Fprintf(w, "command: %s   (load generator and pusher share the same %d cores)\n\n", b.command, m.NProc)
+	}
 	b.res.table(w)
-	fmt.Fprintf(w, "\n%s\n", anchorsNote)
+	if anchors != "" {
+		fmt.Fprintf(w, "\n%s\n", anchors)
+	} else {
+		fmt.Fprintln(w)
+	}
 	for _, l := range b.res.logs {
 		fmt.Fprintf(w, "pusher log: %s\n", l)
+	}
+	for _, l := range b.res.natsLogs {
+		fmt.Fprintf(w, "nats-server log: %s\n", l)
+	}
+	for _, l := range b.res.natsProblems {
+		fmt.Fprintf(w, "nats-server logged: %s\n", l)
 	}
 	if len(b.notes) == 0 {
 		fmt.Fprintln(w, "notes: none (no loss, duplicates, retries, dead letters, dropped connections or pusher warnings)")
@@ -127,15 +163,24 @@ func (b *bench) print() error {
 		}
 		lines = append(lines, string(j))
 	}
-	c := b.cfg
+	config := map[string]any{
+		"quick": c.quick, "messages": c.messages, "window": c.window, "conns": c.conns, "payload_bytes": c.payload,
+		"rate": c.rate, "latency_duration_s": c.latencyDur.Seconds(), "idle_conns": c.idleConns,
+		"client_processes": c.clients, "source_addresses": c.clients * srcsPerClient, "dial_parallel": c.dialParallel,
+	}
+	if c.cluster {
+		config = map[string]any{
+			"mode": "cluster", "quick": c.quick, "messages": c.messages, "window": c.window, "conns": c.conns, "payload_bytes": c.payload,
+			"nats_servers": natsClusterSize, "replicas": natsClusterSize, "routing": "cluster",
+			"idle_conns_per_node": c.idlePerNode, "burst_messages": c.burstMsgs, "burst_uids": c.burstUIDs,
+			"gc_wait_s": c.gcWait.Seconds(), "client_processes": c.clients, "source_addresses": c.clients * srcsPerClient,
+			"dial_parallel": c.dialParallel, "nats_server": b.natsVersion,
+		}
+	}
 	s := summary{
 		Metric: "summary", Machine: m, Command: b.command, Elapsed: math.Round(time.Since(b.started).Seconds()*10) / 10,
-		Config: map[string]any{
-			"quick": c.quick, "messages": c.messages, "window": c.window, "conns": c.conns, "payload_bytes": c.payload,
-			"rate": c.rate, "latency_duration_s": c.latencyDur.Seconds(), "idle_conns": c.idleConns,
-			"client_processes": c.clients, "source_addresses": c.clients * srcsPerClient, "dial_parallel": c.dialParallel,
-		},
-		Anchors: anchorsNote, PusherLg: b.res.logs, Notes: b.notes, Time: time.Now().UTC().Format(time.RFC3339),
+		Config: config, Anchors: anchors, PusherLg: b.res.logs, NATSLogs: b.res.natsLogs, NATSWarn: b.res.natsProblems, Notes: b.notes,
+		Time: time.Now().UTC().Format(time.RFC3339),
 	}
 	j, err := json.Marshal(s)
 	if err != nil {
