@@ -208,6 +208,16 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return fmt.Errorf("start consumer: %w", err)
 	}
+	if clustered {
+		// An offline dead letter stored by another node while this one was
+		// cut off from NATS was announced on pusher.replay.<uid> when this
+		// node could not hear it: replay for every local user on reconnect.
+		nlog := log.Named("nats")
+		nc.SetReconnectHandler(func(nc *nats.Conn) {
+			nlog.Warn(evNATSUp, zap.String("server", nc.ConnectedUrlRedacted()))
+			h.EachUID(cons.TriggerReplay)
+		})
+	}
 	kicks, err := consumer.SubscribeKicks(nc, h, log)
 	if err != nil {
 		return err

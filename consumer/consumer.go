@@ -435,10 +435,18 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	}
 	j.uid = uid
 	if j.delivered > uint64(c.cfg.MaxDeliver) {
-		// The last allowed delivery never reported (crash, AckWait):
-		// give up now rather than deliver more than promised.
+		// The last allowed delivery never settled (crash, AckWait, or the
+		// dead letter could not be stored): give up now rather than
+		// deliver more than promised. If the user is not connected here,
+		// call it offline, so their connect replays it: deliveries burnt
+		// on a DLQ leader election must not cost an absent user the
+		// message.
+		reason := ReasonMaxDeliver
+		if !c.router.Online(uid) {
+			reason = ReasonOffline
+		}
 		handedOff = true
-		c.deadLetter(j, ReasonMaxDeliver, nil)
+		c.deadLetter(j, reason, nil)
 		return
 	}
 	data := msg.Data()

@@ -236,6 +236,24 @@ func (h *Hub) Kick(uid string, code int, reason string) int {
 	return len(list)
 }
 
+// EachUID calls fn for every uid with a live connection on this node, one
+// shard at a time, outside the shard's lock.
+func (h *Hub) EachUID(fn func(uid string)) {
+	var uids []string
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for uid := range s.conns {
+			uids = append(uids, uid)
+		}
+		s.mu.RUnlock()
+		for _, uid := range uids {
+			fn(uid)
+		}
+		uids = uids[:0]
+	}
+}
+
 // Len returns the number of live connections on this node.
 func (h *Hub) Len() int { return int(h.conns.Load()) }
 

@@ -304,3 +304,23 @@ func TestOnPresenceFiresOnFirstAndLast(t *testing.T) {
 		t.Fatalf("OnPresence calls %v, want [a a]", calls)
 	}
 }
+
+func TestEachUID(t *testing.T) {
+	h := mustNew(t, Config{})
+	want := map[string]bool{}
+	for i := range 1000 {
+		uid := "u" + string(rune('a'+i%26)) + string(rune('0'+i%10)) + string(rune(i))
+		_ = h.Add(uid, &testConn{accept: true})
+		want[uid] = true
+	}
+	got := map[string]bool{}
+	h.EachUID(func(uid string) { got[uid] = true })
+	if len(got) != len(want) {
+		t.Fatalf("EachUID saw %d uids, want %d", len(got), len(want))
+	}
+	for uid := range want {
+		if !got[uid] {
+			t.Fatalf("EachUID missed %q", uid)
+		}
+	}
+}
