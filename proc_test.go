@@ -803,10 +803,21 @@ func account(t testing.TB, name, natsURL string, acked map[string]struct{}, rec 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// scan reads PUSH_DLQ in short tries: a JetStream request sent while a
+	// leader is being elected gets no answer, and one long try would wait
+	// out the whole outage.
 	scan := func() (map[string]deadLetter, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return dlqIDs(ctx, js)
+		var err error
+		for range 10 {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			var dlq map[string]deadLetter
+			dlq, err = dlqIDs(ctx, js)
+			cancel()
+			if err == nil {
+				return dlq, nil
+			}
+		}
+		return nil, err
 	}
 	// settled: a dead letter that is not waiting for a replay.
 	settled := func(dl deadLetter, ok bool) bool {
