@@ -26,7 +26,7 @@ func TestDeps(t *testing.T) {
 		"ws":         {"hub", "auth"},
 		"cluster":    {"hub"},
 		"api":        {"hub", "consumer"},
-		"bench":      {"auth"},
+		"bench":      {"auth", "consumer"}, // a program, like main: it mints tokens and reads the streams
 	}
 	dirs, err := os.ReadDir(".")
 	if err != nil {
