@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -495,47 +494,6 @@ func startNodeClients(t testing.TB, urls []string, uids []string, first func(i i
 	}
 	t.Cleanup(cs.stop)
 	return cs
-}
-
-// runRotatingClient is runClient over several nodes: it dials
-// urls[node], and after each connection or failed dial moves step nodes
-// on (step must be coprime with len(urls), so every node is visited).
-func runRotatingClient(ctx context.Context, urls []string, node, step int, uid string, h http.Header, rec *recorder, clock *frameClock) {
-	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	for ctx.Err() == nil {
-		c, resp, err := dialer.DialContext(ctx, urls[node], h)
-		if resp != nil && resp.Body != nil {
-			_ = resp.Body.Close()
-		}
-		node = (node + step) % len(urls)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Duration(20+rand.IntN(50)) * time.Millisecond):
-			}
-			continue
-		}
-		dialedAt := time.Now()
-		rec.setOnline(uid, true)
-		stop := context.AfterFunc(ctx, func() { _ = c.Close() })
-		for {
-			_, data, err := c.ReadMessage()
-			if err != nil {
-				if ctx.Err() == nil {
-					rec.closed(err)
-				}
-				break
-			}
-			if clock != nil {
-				clock.tick()
-			}
-			rec.add(data, dialedAt)
-		}
-		stop()
-		_ = c.Close()
-		rec.setOnline(uid, false)
-	}
 }
 
 // publishers publish msgs round-robin over one publisher per NATS node,

@@ -559,13 +559,17 @@ func (cs *clients) stop() {
 	cs.wg.Wait()
 }
 
-func runClient(ctx context.Context, url, uid string, h http.Header, rec *recorder) {
+// runRotatingClient is a reconnecting client over several nodes: it dials
+// urls[node], and after each connection or failed dial moves step nodes
+// on (step must be coprime with len(urls), so every node is visited).
+func runRotatingClient(ctx context.Context, urls []string, node, step int, uid string, h http.Header, rec *recorder, clock *frameClock) {
 	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 	for ctx.Err() == nil {
-		c, resp, err := dialer.DialContext(ctx, url, h)
+		c, resp, err := dialer.DialContext(ctx, urls[node], h)
 		if resp != nil && resp.Body != nil {
 			_ = resp.Body.Close()
 		}
+		node = (node + step) % len(urls)
 		if err != nil {
 			select {
 			case <-ctx.Done():
@@ -585,12 +589,20 @@ func runClient(ctx context.Context, url, uid string, h http.Header, rec *recorde
 				}
 				break
 			}
+			if clock != nil {
+				clock.tick()
+			}
 			rec.add(data, dialedAt)
 		}
 		stop()
 		_ = c.Close()
 		rec.setOnline(uid, false)
 	}
+}
+
+// runClient is runRotatingClient on one node.
+func runClient(ctx context.Context, url, uid string, h http.Header, rec *recorder) {
+	runRotatingClient(ctx, []string{url}, 0, 1, uid, h, rec, nil)
 }
 
 // pubMsg is one message the publisher must get acked.
