@@ -144,3 +144,60 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPDoorIdempotencyKeyStoresOnce(t *testing.T) {
+	p := startPusher(t, map[string]string{"PUSHER_API_KEY": testAPIKey})
+	c := p.dial(t, "idem")
+	post := func() (int, map[string]any) {
+		req, err := http.NewRequest("POST", "http://"+p.httpAddr+"/v1/push", strings.NewReader(`{"uid":"idem","message":"once"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "order-42")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	s1, b1 := post()
+	s2, b2 := post() // a retried request
+	if s1 != http.StatusAccepted || s2 != http.StatusAccepted || b1["seq"] != b2["seq"] || b2["duplicate"] != true {
+		t.Fatalf("first %d %v, retry %d %v: want the same seq and duplicate:true", s1, b1, s2, b2)
+	}
+	if _, got := read(t, c, 5*time.Second); string(got) != "once" {
+		t.Fatalf("got %q", got)
+	}
+	// The retry stored nothing: the next frame is the next message.
+	_, js := p.natsClient(t)
+	publish(t, js, "push.idem", []byte("next"))
+	if _, got := read(t, c, 5*time.Second); string(got) != "next" {
+		t.Fatalf("after an idempotent retry got %q, want next", got)
+	}
+}
+
+func TestUIOffServesNoPage(t *testing.T) {
+	p := startPusher(t, map[string]string{"PUSHER_UI": "false"})
+	resp, err := http.Get("http://" + p.httpAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET / with PUSHER_UI=false: %d, want 404", resp.StatusCode)
+	}
+	on := startPusher(t, nil)
+	resp, err = http.Get("http://" + on.httpAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET / by default: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
