@@ -5,7 +5,6 @@ package hub
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 )
 
 // Errors returned by Add. They map to HTTP statuses at the WebSocket door.
@@ -64,8 +63,6 @@ type Hub struct {
 	closed bool
 	// drained is closed when closed is set and count reaches zero.
 	drained chan struct{}
-
-	conns atomic.Int64 // mirror of count for lock-free reads (metrics)
 }
 
 // shard is one slice of the uid map. mu guards conns; Route takes it for
@@ -128,7 +125,6 @@ func (h *Hub) Add(uid string, c Conn) error {
 	}
 	s.conns[uid] = append(list, c)
 	s.mu.Unlock()
-	h.conns.Add(1)
 	if len(list) == 0 && h.cfg.OnPresence != nil {
 		h.cfg.OnPresence(uid)
 	}
@@ -160,7 +156,6 @@ func (h *Hub) Remove(uid string, c Conn) {
 	}
 	s.mu.Unlock()
 	if found {
-		h.conns.Add(-1)
 		h.release()
 		if gone && h.cfg.OnPresence != nil {
 			h.cfg.OnPresence(uid)
@@ -254,8 +249,13 @@ func (h *Hub) EachUID(fn func(uid string)) {
 	}
 }
 
-// Len returns the number of live connections on this node.
-func (h *Hub) Len() int { return int(h.conns.Load()) }
+// Len returns the number of live connections on this node (counting one
+// being added at that instant). Metrics call it per scrape.
+func (h *Hub) Len() int {
+	h.lifeMu.Lock()
+	defer h.lifeMu.Unlock()
+	return h.count
+}
 
 // Shutdown refuses new connections, asks every live one to close with code
 // and reason, and waits until all have been removed or done is closed. It

@@ -27,8 +27,9 @@ type Reporter interface {
 }
 
 // Message is one payload on its way to every local connection of a uid.
-// The router's caller owns it and may reuse it once its Reporter has been
-// called and every connection has finished with it; Pending tells when.
+// The router's caller owns it; connections may still hold it for a moment
+// after the Reporter was called (a success is reported on the first
+// write), so it must not be reused before Pending is zero.
 type Message struct {
 	// Data is written as one WebSocket frame; connections must not modify it.
 	Data []byte
