@@ -97,22 +97,7 @@ func TestGracefulRestartLosesNothing(t *testing.T) {
 		t.Run("routing="+routing, func(t *testing.T) {
 			env := map[string]string{"PUSHER_ROUTING": routing, "PUSHER_SHUTDOWN_TIMEOUT": shutdownTimeout.String()}
 			rec := restartUnderLoad(t, "graceful-sigterm/"+routing, env, func(t *testing.T, p *proc) {
-				start := time.Now()
-				p.signal(t, syscall.SIGTERM)
-				// The budget plus process exit; a hang is caught by waitExit.
-				code := p.waitExit(t, shutdownTimeout+5*time.Second)
-				took := time.Since(start)
-				if code != 0 {
-					t.Errorf("exit code %d after SIGTERM, want 0\nstderr:\n%s", code, p.stderr)
-				}
-				if took > shutdownTimeout+time.Second {
-					t.Errorf("graceful stop took %s, PUSHER_SHUTDOWN_TIMEOUT is %s", took, shutdownTimeout)
-				}
-				// Logs are flushed at exit and the exited process's stdout is
-				// fully copied, so the line is there or never will be.
-				if len(p.logs.find(evStopped, nil)) == 0 {
-					t.Errorf("no %s log line after SIGTERM\nstdout tail:\n%s", evStopped, tail(p.logs.String(), 20))
-				}
+				took := stopGracefully(t, p, shutdownTimeout)
 				for _, l := range p.logs.find(evShutdownStep, nil) {
 					t.Errorf("shutdown step cut short with only healthy clients: %v %v", l["step"], l["error"])
 				}
@@ -219,19 +204,7 @@ func TestGracefulStopWithStuckClient(t *testing.T) {
 	// to a full socket.
 	p.logs.wait(t, 30*time.Second, "push.retry", map[string]any{"uid": stuckUID, "reason": "queue_full"})
 
-	start := time.Now()
-	p.signal(t, syscall.SIGTERM)
-	code := p.waitExit(t, shutdownTimeout+5*time.Second)
-	took := time.Since(start)
-	if code != 0 {
-		t.Errorf("exit code %d after SIGTERM, want 0\nstderr:\n%s", code, p.stderr)
-	}
-	if took > shutdownTimeout+time.Second {
-		t.Errorf("graceful stop took %s, PUSHER_SHUTDOWN_TIMEOUT is %s", took, shutdownTimeout)
-	}
-	if len(p.logs.find(evStopped, nil)) == 0 {
-		t.Errorf("no %s log line after SIGTERM\nstdout tail:\n%s", evStopped, tail(p.logs.String(), 20))
-	}
+	took := stopGracefully(t, p, shutdownTimeout)
 	for _, l := range p.logs.find(evShutdownStep, nil) {
 		t.Logf("shutdown step cut short (expected with a stuck client): %v %v", l["step"], l["error"])
 	}
@@ -719,4 +692,28 @@ func TestReplayOnConnectDuringNATSOutage(t *testing.T) {
 		t.Fatalf("%d of %d dead letters not replayed 10s after NATS came back; PUSH_DLQ holds %d for %s", len(missing), messages, left, uid)
 	}
 	account(t, "replay-during-outage", natsURL, acked, rec, 10*time.Second)
+}
+
+// stopGracefully sends SIGTERM and checks the contract: exit 0 within
+// PUSHER_SHUTDOWN_TIMEOUT (budget) and the pusher.stopped line. It returns
+// how long the stop took.
+func stopGracefully(t *testing.T, p *proc, budget time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	p.signal(t, syscall.SIGTERM)
+	// The budget plus process exit; a hang is caught by waitExit.
+	code := p.waitExit(t, budget+5*time.Second)
+	took := time.Since(start)
+	if code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0\nstderr:\n%s", code, p.stderr)
+	}
+	if took > budget+time.Second {
+		t.Errorf("graceful stop took %s, PUSHER_SHUTDOWN_TIMEOUT is %s", took, budget)
+	}
+	// Logs are flushed at exit and the exited process's stdout is fully
+	// copied, so the line is there or never will be.
+	if len(p.logs.find(evStopped, nil)) == 0 {
+		t.Errorf("no %s log line after SIGTERM\nstdout tail:\n%s", evStopped, tail(p.logs.String(), 20))
+	}
+	return took
 }
