@@ -7,7 +7,8 @@ FUZZ_TARGETS := \
 	./auth:FuzzVerify ./auth:FuzzTokenFromRequest \
 	./hub:FuzzValidUID \
 	./consumer:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
-	./api:FuzzParsePush
+	./api:FuzzParsePush \
+	./ws:FuzzFrameReader
 
 .DEFAULT_GOAL := help
 

@@ -2,8 +2,8 @@ package ws
 
 import (
 	"errors"
-	"io"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -16,56 +16,76 @@ import (
 // goes; the consumer retries them, so the user gets them on reconnect.
 var errConnClosed = errors.New("connection closed before write")
 
+// errPeerGone: the client's end of the socket is closed.
+var errPeerGone = errors.New("peer closed the connection")
+
 // conn is one authenticated WebSocket connection.
 //
-// An idle connection costs one goroutine, its reader (Handler.run). A
-// writer goroutine exists only while there is something to write
-// (messages, a ping, a close frame): Enqueue, the ping timer and Close
-// start one when none runs, and it exits when the queue is empty. At most
-// one writer runs at a time, so it is the connection's only writer, as
-// gorilla requires. The reader waits for the writer before it returns.
+// An idle connection costs no goroutine. Its socket is watched by the
+// Handler's poller (or, where there is none, read by a goroutine of its
+// own, goRead); a readable socket is read by a short-lived goroutine
+// (pollRead) that feeds the bytes to frameReader. A writer goroutine exists
+// only while there is something to write (messages, a ping, a pong, a close
+// frame): Enqueue, the timer, the reader and Close start one when none
+// runs, and it exits when there is nothing left. At most one writer runs at
+// a time, so it is the connection's only writer, as gorilla requires.
+//
+// The connection ends (Handler.finish, run once, by end) when the client
+// hangs up, after the close handshake, after CloseGrace past our close
+// frame, after PongWait of silence, or when a write fails.
 type conn struct {
 	id  uint64
 	uid string
-	ws  *websocket.Conn // set before the reader starts; nil until the upgrade
+	ws  *websocket.Conn // set under mu before reading starts; nil until the upgrade
 	cfg *Config
 	log *zap.Logger // the Handler's; calls add uid and conn themselves
+	h   *Handler    // finish
 
-	// mu guards everything up to writers. The queue is a slice, not a
-	// channel, so an idle connection holds no buffer and a burst of up to
-	// SendQueue messages is absorbed without closing a healthy client.
+	started time.Time // the upgrade, for the log
+
+	// Reading. raw and pset are set under mu before reading starts: pset
+	// non-nil means the poller watches the socket, else goRead reads it.
+	// frames is used by one reader at a time (registrations are one-shot).
+	raw     syscall.RawConn
+	pset    *epollSet
+	frames  frameReader
+	readers sync.WaitGroup // pollRead or goRead in flight
+
+	// mu guards everything below. The queue is a slice, not a channel, so
+	// an idle connection holds no buffer and a burst of up to SendQueue
+	// messages is absorbed without closing a healthy client.
 	mu        sync.Mutex
 	queue     []*hub.Message
-	writing   bool // a writer goroutine is running
-	pingDue   bool // the ping timer fired; the writer sends a ping
-	closeDue  bool // Close was called; the writer sends the close frame
-	closeSent bool // the close frame went out; nothing else is written
-	broken    bool // a write failed; nothing else is written
-	dead      bool // the reader is tearing down; no writer may start
+	writing   bool   // a writer goroutine is running
+	pingDue   bool   // the timer asks for a ping
+	pongDue   bool   // the client pinged; pong is the payload to echo
+	pong      []byte //
+	closeDue  bool   // a close frame is to be written: closeMsg
+	closeMsg  []byte //
+	closeSent bool   // the close frame went out; nothing else is written
+	readsDone bool   // the client closed, hung up or broke the protocol
+	broken    bool   // a write failed; nothing else is written
+	ended     bool   // end was called
+	dead      bool   // finish runs: no writer or reader may start
 	writers   sync.WaitGroup
 
-	// timer is the connection's one timer, for both pings and token expiry
-	// (one timer, not two, because every idle connection carries it).
-	// Guarded by mu, like nextPing; expires is set before the reader starts.
+	// timer is the connection's one timer, for pings, token expiry, the
+	// silence limit and the close grace (one timer, not four, because
+	// every idle connection carries it).
 	timer    *time.Timer
 	nextPing time.Time
 	expires  time.Time // zero: the token has no exp
+	heard    time.Time // when the client last sent anything
+	closeBy  time.Time // set with closeSent: the socket is cut then
 
-	// readMu orders the reader's deadline extensions against the final
-	// CloseGrace deadline the writer sets after its close frame: once
-	// closing is set the reader stops extending, so a client that ignores
-	// our close frame but keeps sending cannot hold the connection.
-	readMu  sync.Mutex
-	closing bool // guarded by readMu
-
-	closeOnce   sync.Once
-	closeReq    chan struct{} // closed by Close; closeCode/closeReason are set first
-	closeCode   int
-	closeReason string
+	// endCode and endReason say how the connection ended, for the log;
+	// the first event that decides it sets them.
+	endCode   int
+	endReason string
 }
 
-func newConn(id uint64, uid string, cfg *Config, log *zap.Logger) *conn {
-	return &conn{id: id, uid: uid, cfg: cfg, log: log, closeReq: make(chan struct{})}
+func newConn(id uint64, uid string, h *Handler) *conn {
+	return &conn{id: id, uid: uid, cfg: &h.cfg, log: h.log, h: h, frames: frameReader{limit: h.cfg.MaxMessageSize}}
 }
 
 // Enqueue implements hub.Conn. A full queue means the client does not keep
@@ -85,40 +105,76 @@ func (c *conn) Enqueue(m *hub.Message) bool {
 }
 
 // Close implements hub.Conn: the writer sends a close frame with code and
-// reason, then the connection ends. Only the first call counts.
-//
-// A writer blocked on a client that stopped reading would hold the close
-// frame back for up to WriteWait; Close shortens that write's deadline to
-// CloseGrace, after which the socket is cut. (The deadline is set on the
-// net.Conn, which is safe from any goroutine; gorilla sets its own again
-// before its next write.)
+// reason, then waits up to CloseGrace for the client's. Only the first
+// close frame counts.
 func (c *conn) Close(code int, reason string) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeReason = code, reason
-		close(c.closeReq)
-		c.mu.Lock()
-		c.closeDue = true
-		if c.writing && c.ws != nil {
-			_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.CloseGrace))
-		}
-		c.startWriterLocked()
-		c.mu.Unlock()
-	})
+	c.mu.Lock()
+	c.noteEndLocked(code, reason)
+	c.requestCloseLocked(websocket.FormatCloseMessage(code, reason))
+	c.mu.Unlock()
 }
 
-// startTimer arms the connection's timer; the reader calls it once.
-func (c *conn) startTimer(expires time.Time) {
+// requestCloseLocked asks the writer for a close frame with payload msg.
+//
+// A writer blocked on a client that stopped reading would hold the close
+// frame back for up to WriteWait; this shortens that write's deadline to
+// CloseGrace, after which the socket is cut. (The deadline is set on the
+// net.Conn, which is safe from any goroutine; gorilla sets its own again
+// before its next write.) c.mu must be held.
+func (c *conn) requestCloseLocked(msg []byte) {
+	if c.closeDue || c.closeSent {
+		return
+	}
+	c.closeDue, c.closeMsg = true, msg
+	if c.writing && c.ws != nil {
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.CloseGrace))
+	}
+	c.startWriterLocked()
+}
+
+// noteEndLocked records why the connection ends unless that is decided.
+func (c *conn) noteEndLocked(code int, reason string) {
+	if c.endCode == 0 {
+		c.endCode, c.endReason = code, reason
+	}
+}
+
+// endStatus is how the connection ended, for the log.
+func (c *conn) endStatus() (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.expires = expires
+	if c.endCode == 0 {
+		return websocket.CloseAbnormalClosure, "connection lost"
+	}
+	return c.endCode, c.endReason
+}
+
+// end has Handler.finish tear the connection down, once. It never blocks,
+// so readers, writers and the timer may call it.
+func (c *conn) end() {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	c.ended = true
+	c.mu.Unlock()
+	go c.h.finish(c)
+}
+
+// startTimerLocked arms the connection's timer; serve calls it once, at
+// the upgrade. c.mu must be held.
+func (c *conn) startTimerLocked(expires time.Time) {
 	now := time.Now()
+	c.expires, c.heard = expires, now
 	c.nextPing = now.Add(c.cfg.PingInterval)
 	c.timer = time.AfterFunc(c.untilNextTick(now), c.tick)
 }
 
-// tick is the timer's callback: it closes the connection with 4003 once
-// the token expired, else asks the writer for a ping when one is due, and
-// rearms itself while the connection lives.
+// tick is the timer's callback: it ends the connection once CloseGrace
+// passed after our close frame or the client stayed silent for PongWait,
+// closes it with 4003 once the token expired, else asks the writer for a
+// ping when one is due, and rearms itself while the connection lives.
 func (c *conn) tick() {
 	now := time.Now()
 	c.mu.Lock()
@@ -126,8 +182,14 @@ func (c *conn) tick() {
 		c.mu.Unlock()
 		return
 	}
+	cut := !c.closeBy.IsZero() && !now.Before(c.closeBy)
+	silent := now.Sub(c.heard) >= c.cfg.PongWait
 	expired := !c.expires.IsZero() && !now.Before(c.expires)
-	if !expired {
+	switch {
+	case cut || silent:
+		c.noteEndLocked(websocket.CloseAbnormalClosure, "connection lost")
+	case expired:
+	default:
 		if !now.Before(c.nextPing) {
 			c.pingDue = true
 			c.nextPing = now.Add(c.cfg.PingInterval)
@@ -136,19 +198,36 @@ func (c *conn) tick() {
 		c.timer.Reset(c.untilNextTick(now))
 	}
 	c.mu.Unlock()
-	if expired {
+	switch {
+	case cut || silent:
+		c.end()
+	case expired:
+		// The writer rearms the timer for the close grace.
 		c.Close(CloseTokenExpired, "token expired")
 	}
 }
 
-// untilNextTick is the time to the next ping or the expiry, whichever is
-// first. c.mu must be held.
+// untilNextTick is the time to the next ping, the expiry, the silence
+// limit or the close grace's end, whichever is first. c.mu must be held.
 func (c *conn) untilNextTick(now time.Time) time.Duration {
-	next := c.nextPing
-	if !c.expires.IsZero() && c.expires.Before(next) {
-		next = c.expires
+	next := c.heard.Add(c.cfg.PongWait)
+	if !c.closeDue && !c.closeSent {
+		next = earliest(next, c.nextPing)
+		if !c.expires.IsZero() {
+			next = earliest(next, c.expires)
+		}
+	}
+	if !c.closeBy.IsZero() {
+		next = earliest(next, c.closeBy)
 	}
 	return next.Sub(now)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // startWriterLocked starts a writer when there is work and none runs.
@@ -157,7 +236,7 @@ func (c *conn) startWriterLocked() {
 	if c.writing || c.dead || c.broken || c.closeSent || c.ws == nil {
 		return
 	}
-	if len(c.queue) == 0 && !c.pingDue && !c.closeDue {
+	if len(c.queue) == 0 && !c.pingDue && !c.pongDue && !c.closeDue {
 		return
 	}
 	c.writing = true
@@ -183,9 +262,9 @@ func (c *conn) writeLoop() {
 			spare = nil
 		}
 		c.queue = spare[:0]
-		ping, closing := c.pingDue, c.closeDue
-		c.pingDue = false
-		if len(batch) == 0 && !ping && !closing {
+		ping, pong, pongDue, closing := c.pingDue, c.pong, c.pongDue, c.closeDue
+		c.pingDue, c.pong, c.pongDue = false, nil, false
+		if len(batch) == 0 && !ping && !pongDue && !closing {
 			c.writing = false
 			c.mu.Unlock()
 			return
@@ -194,22 +273,19 @@ func (c *conn) writeLoop() {
 
 		if closing {
 			// What is still queued goes back to the consumer for a retry;
-			// the close frame goes now.
+			// the close frame goes now, after the pong to a ping that came
+			// before whatever made us close.
 			finishAll(batch, errConnClosed)
-			msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
-			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.cfg.WriteWait))
-			c.endReadsBy(time.Now().Add(c.cfg.CloseGrace))
-			c.mu.Lock()
-			c.closeSent, c.writing = true, false
-			c.mu.Unlock()
+			if pongDue {
+				_ = c.control(websocket.PongMessage, pong)
+			}
+			c.writeClose()
 			return
 		}
-		if ping {
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteWait)); err != nil {
-				finishAll(batch, errConnClosed)
-				c.fail()
-				return
-			}
+		if ping && !c.control(websocket.PingMessage, nil) || pongDue && !c.control(websocket.PongMessage, pong) {
+			finishAll(batch, errConnClosed)
+			c.fail()
+			return
 		}
 		for i, m := range batch {
 			err := c.write(m)
@@ -228,13 +304,38 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// fail marks the connection broken after a failed write and closes the
-// socket so the reader stops and tears down. Writer only.
+// writeClose writes the close frame, then ends the connection at once if
+// the client closed or hung up already, else after CloseGrace unless the
+// client's close frame comes first. Writer only.
+func (c *conn) writeClose() {
+	c.mu.Lock()
+	msg := c.closeMsg
+	c.mu.Unlock()
+	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.cfg.WriteWait))
+	c.mu.Lock()
+	c.closeSent, c.writing = true, false
+	done := err != nil || c.readsDone
+	if !done {
+		c.closeBy = time.Now().Add(c.cfg.CloseGrace)
+		c.timer.Reset(c.cfg.CloseGrace)
+	}
+	c.mu.Unlock()
+	if done {
+		c.end()
+	}
+}
+
+func (c *conn) control(typ int, payload []byte) bool {
+	return c.ws.WriteControl(typ, payload, time.Now().Add(c.cfg.WriteWait)) == nil
+}
+
+// fail marks the connection broken after a failed write and ends it.
+// Writer only.
 func (c *conn) fail() {
 	c.mu.Lock()
 	c.broken, c.writing = true, false
 	c.mu.Unlock()
-	_ = c.ws.NetConn().Close()
+	c.end()
 }
 
 // keepQueueCap is the largest queue slice a writer keeps for reuse; after
@@ -252,61 +353,133 @@ func (c *conn) write(m *hub.Message) error {
 	return c.ws.WriteMessage(typ, m.Data)
 }
 
-// readLoop reads (and discards) client frames so control frames are
-// processed and dead peers are noticed, until the connection fails or
-// closes. Frames over the read limit end it with 1009.
-func (c *conn) readLoop() error {
-	c.ws.SetReadLimit(c.cfg.MaxMessageSize)
-	_ = c.extendReads()
-	c.ws.SetPongHandler(func(string) error { return c.extendReads() })
-	for {
-		_, r, err := c.ws.NextReader()
-		if err != nil {
-			return err
-		}
-		// Read the message to its end: gorilla applies the read limit to
-		// the frames a reader reads, and NextReader skips the unread rest
-		// of a fragmented message frame by frame, unchecked.
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return err
-		}
-		_ = c.extendReads()
-	}
-}
+// maxReadsPerWake bounds one pollRead, so a client that keeps sending
+// shares the reading goroutines' time with the others.
+const maxReadsPerWake = 8
 
-// extendReads moves the read deadline PongWait ahead, unless the writer
-// has set the final one with endReadsBy. Reader only.
-func (c *conn) extendReads() error {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if c.closing {
-		return nil
-	}
-	return c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongWait))
-}
+// readBufs holds the buffers pollRead reads into: shared, so an idle
+// connection holds none.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
 
-// endReadsBy sets the last read deadline, t; extendReads no longer moves it.
-// Writer only, after its close frame.
-func (c *conn) endReadsBy(t time.Time) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	c.closing = true
-	_ = c.ws.SetReadDeadline(t)
-}
-
-// stopWriting forbids new writers, closes the socket so a writer stuck in
-// a write returns, and waits for the running one. Reader only, at teardown.
-func (c *conn) stopWriting() {
+// beginRead reports whether a reader may start, and counts it.
+func (c *conn) beginRead() bool {
 	c.mu.Lock()
-	c.dead = true
-	if c.timer != nil {
-		c.timer.Stop()
+	defer c.mu.Unlock()
+	if c.dead || c.readsDone {
+		return false
 	}
+	c.readers.Add(1)
+	return true
+}
+
+// pollRead reads what the readable socket holds, then re-arms it with p,
+// unless reading is over.
+func (c *conn) pollRead(p *poller) {
+	defer c.readers.Done()
+	defer c.recoverReader()
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	for range maxReadsPerWake {
+		n, err := c.readNow(*bp)
+		if err != nil {
+			c.readFailed()
+			return
+		}
+		if n == 0 {
+			break
+		}
+		if !c.consume((*bp)[:n]) {
+			return
+		}
+	}
+	p.rearm(c)
+}
+
+// goRead is the reader where no poller is: a goroutine per connection,
+// blocked in Read, which finish unblocks by closing the socket.
+func (c *conn) goRead() {
+	defer c.readers.Done()
+	defer c.recoverReader()
+	buf := make([]byte, readBufferSize)
+	nc := c.ws.NetConn()
+	for {
+		n, err := nc.Read(buf)
+		if n > 0 && !c.consume(buf[:n]) {
+			return
+		}
+		if err != nil {
+			c.readFailed()
+			return
+		}
+	}
+}
+
+// recoverReader contains a panic while reading to this connection.
+func (c *conn) recoverReader() {
+	if p := recover(); p != nil {
+		c.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
+		c.readFailed()
+	}
+}
+
+// consume feeds client bytes to the frame reader and acts on the frames;
+// false means reading is over (the client closed or broke the protocol).
+func (c *conn) consume(b []byte) bool {
+	c.mu.Lock()
+	c.heard = time.Now()
 	c.mu.Unlock()
-	if c.ws != nil {
-		_ = c.ws.NetConn().Close()
+	for len(b) > 0 {
+		ev, n, err := c.frames.feed(b)
+		b = b[n:]
+		if err != nil {
+			var pe *protocolError
+			errors.As(err, &pe)
+			c.readsOver(pe.Code, pe.Text, websocket.FormatCloseMessage(pe.Code, pe.Text))
+			return false
+		}
+		switch ev {
+		case framePing:
+			c.mu.Lock()
+			c.pong, c.pongDue = c.frames.control(), true
+			c.startWriterLocked()
+			c.mu.Unlock()
+			c.frames.release()
+		case frameClose:
+			code, reason := c.frames.closeFrame()
+			c.frames.release()
+			// Echo the code, as RFC 6455 5.5.1 asks, unless ours went first.
+			echo := []byte{}
+			if code != websocket.CloseNoStatusReceived {
+				echo = websocket.FormatCloseMessage(code, "")
+			}
+			c.readsOver(code, reason, echo)
+			return false
+		}
 	}
-	c.writers.Wait()
+	return true
+}
+
+// readsOver stops reading: the client sent a close frame (code, reason) or
+// broke the protocol. Our close frame, msg unless one is out already, ends
+// the connection; if it is out already, the close handshake is complete.
+func (c *conn) readsOver(code int, reason string, msg []byte) {
+	c.mu.Lock()
+	c.readsDone = true
+	c.noteEndLocked(code, reason)
+	c.requestCloseLocked(msg)
+	done := c.closeSent || c.broken
+	c.mu.Unlock()
+	if done {
+		c.end()
+	}
+}
+
+// readFailed: the client hung up or the socket failed.
+func (c *conn) readFailed() {
+	c.mu.Lock()
+	c.readsDone = true
+	c.mu.Unlock()
+	c.end()
 }
 
 // drain reports every message still queued as failed. The caller has

@@ -200,36 +200,64 @@ func TestReadLimit(t *testing.T) {
 		{name: "two fragments near twice the limit", giveSize: 8000},
 		{name: "many small fragments", giveWriteBuf: 1024, giveSize: 10_000},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ts := newTestServer(t, setup{})
-			d := dialer(0)
-			d.WriteBufferSize = tt.giveWriteBuf
-			c := ts.connectWith(t, d, "alice")
-			write := func(n int) {
-				t.Helper()
-				_ = c.SetWriteDeadline(time.Now().Add(waitTimeout))
-				if err := c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), n)); err != nil {
-					t.Fatalf("write %d bytes: %v", n, err)
-				}
-			}
-			write(4096)
-			rec := newRecorder(t)
-			m := rec.message([]byte("still here"))
-			ts.hub.Route("alice", m)
-			wantMessage(t, c, websocket.TextMessage, m.Data)
-
-			// The server may hang up before the whole message is out.
-			_ = c.SetWriteDeadline(time.Now().Add(waitTimeout))
-			_ = c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), tt.giveSize))
-			_, _, err := readMessage(c)
-			var ce *websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
-				t.Fatalf("after a %d-byte message the read got %v, want close %d", tt.giveSize, err, websocket.CloseMessageTooBig)
-			}
-			waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
-		})
+	for _, mode := range readerModes {
+		for _, tt := range tests {
+			t.Run(mode.name+"/"+tt.name, func(t *testing.T) {
+				testReadLimit(t, setup{GoroutineReaders: mode.goroutines}, tt.giveWriteBuf, tt.giveSize)
+			})
+		}
 	}
+}
+
+// testReadLimit: see TestReadLimit.
+func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
+	ts := newTestServer(t, s)
+	d := dialer(0)
+	d.WriteBufferSize = giveWriteBuf
+	c := ts.connectWith(t, d, "alice")
+	write := func(n int) {
+		t.Helper()
+		_ = c.SetWriteDeadline(time.Now().Add(waitTimeout))
+		if err := c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), n)); err != nil {
+			t.Fatalf("write %d bytes: %v", n, err)
+		}
+	}
+	write(4096)
+	// The pong to a ping sent after it proves the server read the whole
+	// 4096-byte message without closing.
+	pongs := make(chan string, 1)
+	c.SetPongHandler(func(data string) error {
+		select {
+		case pongs <- data:
+		default:
+		}
+		return nil
+	})
+	if err := c.WriteControl(websocket.PingMessage, []byte("after 4096"), time.Now().Add(waitTimeout)); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	rec := newRecorder(t)
+	m := rec.message([]byte("still here"))
+	ts.hub.Route("alice", m)
+	wantMessage(t, c, websocket.TextMessage, m.Data)
+
+	// The server may hang up before the whole message is out.
+	_ = c.SetWriteDeadline(time.Now().Add(waitTimeout))
+	_ = c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), giveSize))
+	_, _, err := readMessage(c)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+		t.Fatalf("after a %d-byte message the read got %v, want close %d", giveSize, err, websocket.CloseMessageTooBig)
+	}
+	select {
+	case got := <-pongs:
+		if got != "after 4096" {
+			t.Errorf("pong %q, want %q", got, "after 4096")
+		}
+	default:
+		t.Error("no pong before the close: the server did not answer a ping sent after the 4096-byte message")
+	}
+	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
 }
 
 // TestSlowClient: a client that stops reading fills its queue; the message
@@ -438,12 +466,20 @@ func TestQueuedReportedOnClose(t *testing.T) {
 // reads (and so answers pongs) outlives PongWait, one that does not read
 // is dropped after PongWait.
 func TestPingKeepsAlive(t *testing.T) {
-	t.Parallel()
+	for _, mode := range readerModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			testPingKeepsAlive(t, mode.goroutines)
+		})
+	}
+}
+
+func testPingKeepsAlive(t *testing.T, goroutineReaders bool) {
 	const (
 		interval = 20 * time.Millisecond
 		pongWait = 100 * time.Millisecond
 	)
-	ts := newTestServer(t, setup{WS: Config{PingInterval: interval, PongWait: pongWait}})
+	ts := newTestServer(t, setup{WS: Config{PingInterval: interval, PongWait: pongWait}, GoroutineReaders: goroutineReaders})
 	live := ts.connect(t, "live")
 	ts.connect(t, "mute")
 
@@ -487,9 +523,17 @@ func TestPingKeepsAlive(t *testing.T) {
 // TestCloseGrace: a client that ignores our close frame but keeps sending
 // cannot hold the connection (and so Shutdown) open past CloseGrace.
 func TestCloseGrace(t *testing.T) {
-	t.Parallel()
+	for _, mode := range readerModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			testCloseGrace(t, mode.goroutines)
+		})
+	}
+}
+
+func testCloseGrace(t *testing.T, goroutineReaders bool) {
 	const grace = 200 * time.Millisecond
-	ts := newTestServer(t, setup{WS: Config{CloseGrace: grace}})
+	ts := newTestServer(t, setup{WS: Config{CloseGrace: grace}, GoroutineReaders: goroutineReaders})
 	c := ts.connect(t, "rude")
 	ts.hub.Kick("rude", 4001, "kicked")
 

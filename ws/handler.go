@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -95,9 +96,9 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// readBufferSize is each connection's read buffer; larger client frames
-// (up to MaxMessageSize) are read in several fills.
-const readBufferSize = 256
+// readBufferSize is what one read takes from a socket: client frames are
+// small and rare. pollRead's buffers are shared; goRead has its own.
+const readBufferSize = 512
 
 // Log event names (DESIGN.md).
 const (
@@ -119,7 +120,8 @@ type Handler struct {
 	anyOrig  bool
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
-	running  sync.WaitGroup         // connection readers (run)
+	running  sync.WaitGroup // connections (until finish) and the poller's goroutine
+	poll     *poller
 	connects *prometheus.CounterVec // by result
 	// bufs is shared by every connection's writer (gorilla takes a buffer
 	// per message and returns it after the flush), so an idle connection
@@ -144,6 +146,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		}
 	}
 	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, connects: connects}
+	hd.poll = newPoller(&hd.running, hd.log)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
 			hd.anyOrig = true
@@ -155,10 +158,10 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		HandshakeTimeout: cfg.WriteWait,
 		// Origin was checked before auth, with a JSON 403.
 		CheckOrigin: func(*http.Request) bool { return true },
-		// Our own small read buffer instead of reusing net/http's 4 KiB
-		// one: client frames are rare and at most 4 KiB, and an idle
-		// connection should hold as little as possible.
-		ReadBufferSize:  readBufferSize,
+		// gorilla does not read (frameReader does), but it allocates a
+		// read buffer anyway, or keeps net/http's 4 KiB one when this is
+		// 0; 1 gets its smallest, 125 bytes.
+		ReadBufferSize:  1,
 		WriteBufferPool: &hd.bufs,
 		// A handshake that passed the checks above can still be malformed
 		// (no Sec-WebSocket-Key, wrong version): answer in the same JSON
@@ -175,8 +178,9 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 	return hd, nil
 }
 
-// ServeHTTP authenticates and upgrades, then hands the connection to its
-// reader goroutine, which the Handler owns (see Wait), and returns.
+// ServeHTTP authenticates and upgrades, then hands the connection to the
+// poller (or a reader goroutine), which the Handler owns (see Wait), and
+// returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		h.connects.WithLabelValues("bad_request").Inc()
@@ -205,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := h.nextID.Add(1)
 	// No child logger per connection: even a lazy one costs every idle
 	// connection a clone, and a connection logs only a few lines.
-	c := newConn(id, uid, &h.cfg, h.log)
+	c := newConn(id, uid, h)
 	if err := h.hub.Add(uid, c); err != nil {
 		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
 		if errors.Is(err, hub.ErrUIDFull) {
@@ -254,9 +258,9 @@ func (h *Handler) authenticate(r *http.Request) (auth.Claims, string, error) {
 	return claims, "", nil
 }
 
-// serve upgrades the registered connection c and starts its reader. It
+// serve upgrades the registered connection c and starts reading it. It
 // returns at once, so net/http lets go of the request, its buffers and its
-// goroutine's stack: an idle connection then costs one small goroutine.
+// goroutine's stack: an idle connection then costs no goroutine at all.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp time.Time) {
 	wsConn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -269,50 +273,67 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	}
 	h.connects.WithLabelValues("ok").Inc()
 	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
+	h.running.Add(1) // finish, which needs ws, says Done
+	c.started = time.Now()
 	c.mu.Lock()
 	c.ws = wsConn
+	c.startTimerLocked(exp)
+	h.startReadingLocked(c)
 	c.startWriterLocked() // anything routed or a Close during the upgrade
 	c.mu.Unlock()
-	h.running.Add(1)
-	go h.run(c, exp)
-}
-
-// run is a connection's reader, from the upgrade to the end: it reads
-// until the connection fails or closes, stops the writer, unregisters the
-// connection and reports whatever was still queued as failed.
-func (h *Handler) run(c *conn, exp time.Time) {
-	defer h.running.Done()
-	start := time.Now()
-	c.startTimer(exp)
 	if h.cfg.OnConnect != nil {
 		h.cfg.OnConnect(c.uid)
 	}
+}
 
-	readErr := h.read(c)
+// startReadingLocked hands c's socket to the poller, or where that cannot
+// be (no poller on this platform, a socket that is not a plain one) to a
+// goroutine of its own. c.mu must be held.
+func (h *Handler) startReadingLocked(c *conn) {
+	if sc, ok := c.ws.NetConn().(syscall.Conn); ok && h.poll != nil {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			if h.poll.add(c) == nil {
+				return
+			}
+			c.raw, c.pset = nil, nil
+		}
+	}
+	c.readers.Add(1)
+	go c.goRead()
+}
 
-	c.stopWriting() // also stops the timer
+// finish tears c down, once (conn.end): it stops the reading and the
+// writer, unregisters c, reports whatever was still queued as failed,
+// and logs how the connection ended.
+func (h *Handler) finish(c *conn) {
+	c.mu.Lock()
+	c.dead = true // no reader or writer starts from now on
+	c.timer.Stop()
+	polled := c.pset != nil
+	c.mu.Unlock()
+	if polled {
+		// pollRead never blocks, so this is short; the socket must stay
+		// open until the poller lets go of it (poller.remove).
+		c.readers.Wait()
+		h.poll.remove(c)
+	}
+	_ = c.ws.NetConn().Close() // unblocks a writer, and goRead
+	c.writers.Wait()
+	c.readers.Wait()
 	h.hub.Remove(c.uid, c)
 	c.drain()
-	code, reason := closeStatus(c, readErr)
+	code, reason := c.endStatus()
 	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
 		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
-			zap.Duration("duration", time.Since(start)))
+			zap.Duration("duration", time.Since(c.started)))
 	}
+	h.running.Done()
 }
 
-// read runs the read loop with a panic in it contained to this connection.
-func (h *Handler) read(c *conn) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
-			err = fmt.Errorf("reader panic: %v", p)
-		}
-	}()
-	return c.readLoop()
-}
-
-// Wait blocks until every connection's reader has returned or ctx is
-// done. Call it after the http.Server stopped accepting requests and the
+// Wait blocks until every connection has been torn down (and the
+// poller's goroutine, which lives while connections do, has returned) or
+// ctx is done. Call it after the http.Server stopped accepting requests and the
 // hub closed the connections (hub.Shutdown): then no reader starts anew.
 func (h *Handler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
@@ -323,24 +344,6 @@ func (h *Handler) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("wait for connections to end: %w", ctx.Err())
 	}
-}
-
-// closeStatus names how the connection ended for the log: our close
-// frame's code if we sent one, else the client's, else 1006.
-func closeStatus(c *conn, readErr error) (int, string) {
-	select {
-	case <-c.closeReq:
-		return c.closeCode, c.closeReason
-	default:
-	}
-	var ce *websocket.CloseError
-	if errors.As(readErr, &ce) {
-		return ce.Code, ce.Text
-	}
-	if errors.Is(readErr, websocket.ErrReadLimit) {
-		return websocket.CloseMessageTooBig, "message too big"
-	}
-	return websocket.CloseAbnormalClosure, "connection lost"
 }
 
 // originAllowed applies the Origin allow-list. No Origin header means a

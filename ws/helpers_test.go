@@ -66,7 +66,17 @@ type setup struct {
 	WS   Config
 	Auth auth.Config // zero: HS256 with testSecret
 	Log  *zap.Logger // nil: zaptest.NewLogger
+	// GoroutineReaders reads every connection with a goroutine of its
+	// own, as on platforms without a poller.
+	GoroutineReaders bool
 }
+
+// readerModes are the two ways a connection is read; tests of what
+// clients send run in both.
+var readerModes = []struct {
+	name       string
+	goroutines bool
+}{{"poller", false}, {"goroutine", true}}
 
 // testServer is a Handler behind a real loopback HTTP server.
 type testServer struct {
@@ -99,6 +109,9 @@ func newTestServer(tb testing.TB, s setup) *testServer {
 	hd, err := NewHandler(h, v, s.Log, s.WS)
 	if err != nil {
 		tb.Fatalf("NewHandler: %v", err)
+	}
+	if s.GoroutineReaders {
+		hd.poll = nil
 	}
 	ts := &testServer{hub: h, handler: hd}
 	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
