@@ -67,6 +67,7 @@ type config struct {
 	timeout      time.Duration
 	stall        time.Duration
 	gcWait       time.Duration
+	pprofAddr    string
 
 	// Cluster mode (--cluster).
 	cluster     bool
@@ -113,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort the whole run after this long")
 	fs.DurationVar(&c.gcWait, "gc-wait", 150*time.Second, "connection phase: wait this long at most for pusher's next GC before the final RSS reading (Go forces one every 2 minutes); 0 skips; with --cluster 0 unless given")
 	fs.DurationVar(&c.stall, "stall-timeout", 15*time.Second, "fail a phase when nothing progresses for this long")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve pusher's pprof here (PUSHER_PPROF_ADDR), to profile it during a phase; the benchmark does not read it")
 	fs.BoolVar(&c.cluster, "cluster", false, "cluster mode: pusher nodes against a 3-server NATS cluster (one node, three nodes, --idle-conns per node); see BENCHMARKS.md")
 	fs.IntVar(&c.burstMsgs, "burst-messages", 50000, "cluster mode: messages in the burst with every idle connection open")
 	fs.IntVar(&c.burstUIDs, "burst-uids", 1500, "cluster mode: connected uids the burst goes to, spread over the nodes")
@@ -324,7 +326,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 
 // start starts pusher and the client processes.
 func (b *bench) start(ctx context.Context) error {
-	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret, "PUSHER_NATS_LISTEN=127.0.0.1:-1")
+	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret, b.pusherEnv()...)
 	if err != nil {
 		return err
 	}
@@ -348,6 +350,15 @@ func (b *bench) startClients() error {
 	return nil
 }
 
+// pusherEnv is the single-node pusher's extra environment.
+func (b *bench) pusherEnv() []string {
+	env := []string{"PUSHER_NATS_LISTEN=127.0.0.1:-1"}
+	if b.cfg.pprofAddr != "" {
+		env = append(env, "PUSHER_PPROF_ADDR="+b.cfg.pprofAddr)
+	}
+	return env
+}
+
 // restartPusher stops the current pusher and starts a fresh one on a new
 // data dir; the clients are restarted to point at it.
 func (b *bench) restartPusher(ctx context.Context) error {
@@ -364,7 +375,7 @@ func (b *bench) restartPusher(ctx context.Context) error {
 		b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
 	}
 	_ = os.RemoveAll(old.dataDir)
-	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, "PUSHER_NATS_LISTEN=127.0.0.1:-1")
+	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, b.pusherEnv()...)
 	if err != nil {
 		return err
 	}
