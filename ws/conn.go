@@ -241,10 +241,11 @@ func (c *conn) startWriterLocked() {
 	}
 	c.writing = true
 	c.writers.Add(1)
-	go c.writeLoop()
+	c.h.runWriter(c)
 }
 
-// writeLoop writes until nothing is left, then exits. It reports every
+// writeLoop writes until nothing is left, then returns (and its goroutine
+// may take another connection's work: Handler.runWriter). It reports every
 // message it takes to the message's owner.
 func (c *conn) writeLoop() {
 	defer c.writers.Done()
