@@ -107,6 +107,7 @@ const (
 	evRejected  = "auth.rejected"
 	evRefused   = "ws.refused"
 	evPanic     = "ws.panic"
+	evPollFail  = "ws.poll_failed"
 )
 
 // Handler serves GET /ws. It authenticates before upgrading, so a bad

@@ -110,7 +110,7 @@ func (p *poller) loop(s *epollSet) {
 				continue
 			}
 			// Cannot happen with a valid set; do not spin on it.
-			p.log.Error("ws.poll_failed", zap.Error(err))
+			p.log.Error(evPollFail, zap.Error(err))
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
