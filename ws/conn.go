@@ -58,10 +58,10 @@ type conn struct {
 	queue     []*hub.Message
 	writing   bool   // a writer goroutine is running
 	pingDue   bool   // the timer asks for a ping
-	pongDue   bool   // the client pinged; pong is the payload to echo
-	pong      []byte //
+	pongDue   bool   // the client pinged: echo pong
+	pong      []byte // the payload of the client's last ping
 	closeDue  bool   // a close frame is to be written: closeMsg
-	closeMsg  []byte //
+	closeMsg  []byte // the close frame's payload
 	closeSent bool   // the close frame went out; nothing else is written
 	readsDone bool   // the client closed, hung up or broke the protocol
 	broken    bool   // a write failed; nothing else is written
@@ -433,7 +433,7 @@ func (c *conn) consume(b []byte) bool {
 		ev, n, err := c.frames.feed(b)
 		b = b[n:]
 		if err != nil {
-			var pe *protocolError
+			pe := &protocolError{Code: websocket.CloseProtocolError, Text: err.Error()}
 			errors.As(err, &pe)
 			c.readsOver(pe.Code, pe.Text, websocket.FormatCloseMessage(pe.Code, pe.Text))
 			return false
