@@ -24,10 +24,11 @@ var errPeerGone = errors.New("peer closed the connection")
 // An idle connection costs no goroutine. Its socket is watched by the
 // Handler's poller (or, where there is none, read by a goroutine of its
 // own, goRead); a readable socket is read by a short-lived goroutine
-// (pollRead) that feeds the bytes to frameReader. A writer goroutine exists
-// only while there is something to write (messages, a ping, a pong, a close
-// frame): Enqueue, the timer, the reader and Close start one when none
-// runs, and it exits when there is nothing left. At most one writer runs at
+// (pollRead) that feeds the bytes to frameReader. A writer runs only while
+// there is something to write (messages, a ping, a pong, a close frame):
+// Enqueue, the timer, the reader and Close start one when none runs, on a
+// goroutine that has just finished another connection's writes if one
+// waits (Handler.runWriter), and it returns when there is nothing left. At most one writer runs at
 // a time, so it is the connection's only writer, as gorilla requires.
 //
 // The connection ends (Handler.finish, run once, by end) when the client
@@ -65,8 +66,7 @@ type conn struct {
 	closeSent bool   // the close frame went out; nothing else is written
 	readsDone bool   // the client closed, hung up or broke the protocol
 	broken    bool   // a write failed; nothing else is written
-	ended     bool   // end was called
-	dead      bool   // finish runs: no writer or reader may start
+	dead      bool   // end was called: no writer or reader may start
 	writers   sync.WaitGroup
 
 	// timer is the connection's one timer, for pings, token expiry, the
@@ -149,15 +149,17 @@ func (c *conn) endStatus() (int, string) {
 	return c.endCode, c.endReason
 }
 
-// end has Handler.finish tear the connection down, once. It never blocks,
-// so readers, writers and the timer may call it.
+// end stops new readers and writers from starting and has Handler.finish
+// tear the connection down, once. It never blocks, so readers, writers and
+// the timer may call it.
 func (c *conn) end() {
 	c.mu.Lock()
-	if c.ended {
+	if c.dead {
 		c.mu.Unlock()
 		return
 	}
-	c.ended = true
+	c.dead = true
+	c.timer.Stop()
 	c.mu.Unlock()
 	go c.h.finish(c)
 }

@@ -350,9 +350,7 @@ func (h *Handler) writer(c *conn) {
 // and logs how the connection ended.
 func (h *Handler) finish(c *conn) {
 	c.mu.Lock()
-	c.dead = true // no reader or writer starts from now on
-	c.timer.Stop()
-	polled := c.pset != nil
+	polled := c.pset != nil // dead since end: no reader or writer starts
 	c.mu.Unlock()
 	if polled {
 		// pollRead never blocks, so this is short; the socket must stay
