@@ -55,8 +55,7 @@ func TestClientFrames(t *testing.T) {
 				}
 				_, _, err := readMessage(c)
 				wantClose(t, err, 4000, "")
-				waitFor(t, waitTimeout, func() bool { return logs.FilterMessage(evClosed).Len() == 1 })
-				f := logs.FilterMessage(evClosed).All()[0].ContextMap()
+				f := closedLog(t, logs)
 				if f["code"] != int64(4000) || f["reason"] != "bye" {
 					t.Errorf("ws.closed code %v reason %v, want 4000 bye", f["code"], f["reason"])
 				}
@@ -83,8 +82,7 @@ func TestClientFrames(t *testing.T) {
 				ts := newTestServer(t, setup{GoroutineReaders: mode.goroutines, Log: zap.New(core)})
 				c := ts.connect(t, "alice")
 				_ = c.NetConn().Close()
-				waitFor(t, waitTimeout, func() bool { return logs.FilterMessage(evClosed).Len() == 1 })
-				f := logs.FilterMessage(evClosed).All()[0].ContextMap()
+				f := closedLog(t, logs)
 				if f["code"] != int64(websocket.CloseAbnormalClosure) {
 					t.Errorf("ws.closed code %v, want 1006", f["code"])
 				}
@@ -114,4 +112,11 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	// Stragglers of net/http and of the writers that sent nothing may take
 	// a moment to exit; a goroutine per connection would never go.
 	waitFor(t, waitTimeout, func() bool { return runtime.NumGoroutine()-before < n/10 })
+}
+
+// closedLog waits for the one ws.closed line and returns its fields.
+func closedLog(t *testing.T, logs *observer.ObservedLogs) map[string]any {
+	t.Helper()
+	waitFor(t, waitTimeout, func() bool { return logs.FilterMessage(evClosed).Len() == 1 })
+	return logs.FilterMessage(evClosed).All()[0].ContextMap()
 }
