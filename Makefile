@@ -5,8 +5,8 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Name; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := \
 	./auth:FuzzVerify ./auth:FuzzTokenFromRequest \
-	./hub:FuzzValidUID \
-	./consumer:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
+	./wire:FuzzValidUID \
+	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \
 	./ws:FuzzFrameReader
 

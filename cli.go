@@ -16,7 +16,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/consumer"
-	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // clientTimeout bounds each client subcommand's NATS round trips.
@@ -38,7 +38,7 @@ func runToken(_ context.Context, env *environ, args []string) error {
 	if *uid == "" {
 		return usagef("--uid is required")
 	}
-	if err := hub.ValidUID(*uid); err != nil {
+	if err := wire.ValidUID(*uid); err != nil {
 		return usageError{err}
 	}
 	if *ttl <= 0 {
@@ -68,7 +68,7 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 		return usagef("pub wants a uid and a message, got %d arguments", len(f.args()))
 	}
 	uid, message := f.args()[0], f.args()[1]
-	if err := hub.ValidUID(uid); err != nil {
+	if err := wire.ValidUID(uid); err != nil {
 		return usageError{err}
 	}
 	nc, err := nf.connectClient()
@@ -86,11 +86,11 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 	if *msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(*msgID))
 	}
-	ack, err := js.Publish(ctx, consumer.PushSubject(uid), []byte(message), opts...)
+	ack, err := js.Publish(ctx, wire.PushSubject(uid), []byte(message), opts...)
 	if err != nil {
-		return fmt.Errorf("publish to %s: %w", consumer.PushSubject(uid), err)
+		return fmt.Errorf("publish to %s: %w", wire.PushSubject(uid), err)
 	}
-	fmt.Fprintf(env.stdout, "published %s seq %d\n", consumer.PushSubject(uid), ack.Sequence)
+	fmt.Fprintf(env.stdout, "published %s seq %d\n", wire.PushSubject(uid), ack.Sequence)
 	return nil
 }
 
@@ -104,7 +104,7 @@ func runKick(_ context.Context, env *environ, args []string) error {
 		return usagef("kick wants one uid")
 	}
 	uid := f.args()[0]
-	if err := hub.ValidUID(uid); err != nil {
+	if err := wire.ValidUID(uid); err != nil {
 		return usageError{err}
 	}
 	nc, err := nf.connectClient()
@@ -112,7 +112,7 @@ func runKick(_ context.Context, env *environ, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	if err := nc.Publish(consumer.KickSubject(uid), nil); err != nil {
+	if err := nc.Publish(wire.KickSubject(uid), nil); err != nil {
 		return fmt.Errorf("publish kick: %w", err)
 	}
 	if err := nc.FlushTimeout(clientTimeout); err != nil {
@@ -156,7 +156,7 @@ func optionalUID(uid string) error {
 	if uid == "" {
 		return nil
 	}
-	if err := hub.ValidUID(uid); err != nil {
+	if err := wire.ValidUID(uid); err != nil {
 		return usageError{err}
 	}
 	return nil
@@ -300,7 +300,7 @@ func runDLQReplay(ctx context.Context, env *environ, args []string) error {
 	fmt.Fprintln(env.stdout)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("replay: no %s stream; has pusher run against this NATS? %w", consumer.DLQStreamName, err)
+			return fmt.Errorf("replay: no %s stream; has pusher run against this NATS? %w", wire.DLQStreamName, err)
 		}
 		return fmt.Errorf("replay: %w", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pusher-io/pusher/auth"
-	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // cli runs pusher with args and env as main would, and returns the exit
@@ -111,7 +111,7 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 	publish(t, js, "push.away", []byte("first  line\nsecond line"))
 	publish(t, js, "push.away", []byte{0xff, 0xfe})
 	waitFor(t, 10*time.Second, "2 dead letters", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, "dlq.push.away") == 2
+		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.away") == 2
 	})
 	code, out, errOut := cli(t, env, "dlq", "list")
 	if code != 0 || !strings.Contains(out, "REASON") || !strings.Contains(out, `"first line second line"`) ||
@@ -149,7 +149,7 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "replayed 0 dead letters, skipped 1 malformed") {
 		t.Fatalf("dlq replay of a malformed dead letter: %d %q", code, out)
 	}
-	if n := streamMsgs(t, js, consumer.DLQStreamName, "dlq.push.junk"); n != 1 {
+	if n := streamMsgs(t, js, wire.DLQStreamName, "dlq.push.junk"); n != 1 {
 		t.Fatalf("malformed dead letter count %d, want it left in place", n)
 	}
 

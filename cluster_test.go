@@ -7,7 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // twoNodes runs node A with the embedded NATS and cluster routing, and
@@ -60,7 +60,7 @@ func TestClusterOfflineDeadLetterReplaysOnAnyNode(t *testing.T) {
 		publish(t, js, "push.later", []byte("m"+strconv.Itoa(i)))
 	}
 	waitFor(t, 15*time.Second, "5 offline dead letters", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, "dlq.push.later") == 5
+		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.later") == 5
 	})
 	c := b.dial(t, "later")
 	got := map[string]bool{}
@@ -72,7 +72,7 @@ func TestClusterOfflineDeadLetterReplaysOnAnyNode(t *testing.T) {
 		t.Fatalf("replayed %v, want m0..m4", got)
 	}
 	waitFor(t, 10*time.Second, "DLQ empty", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, "dlq.push.later") == 0
+		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.later") == 0
 	})
 }
 

@@ -20,13 +20,14 @@ func TestDeps(t *testing.T) {
 		"auth":       nil,
 		"logging":    nil,
 		"hub":        nil,
+		"wire":       nil,
 		"natsserver": nil,
 		"web":        nil,
-		"consumer":   {"hub"},
-		"ws":         {"hub", "auth"},
-		"cluster":    {"hub"},
-		"api":        {"hub", "consumer"},
-		"bench":      {"auth", "consumer"}, // a program, like main: it mints tokens and reads the streams
+		"consumer":   {"hub", "wire"},
+		"ws":         {"hub", "auth", "wire"},
+		"cluster":    {"hub", "wire"},
+		"api":        {"wire"},
+		"bench":      {"auth", "consumer", "wire"}, // a program, like main: it mints tokens and reads the streams
 	}
 	dirs, err := os.ReadDir(".")
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws"
 )
 
@@ -193,7 +194,7 @@ func TestGracefulStopWithStuckClient(t *testing.T) {
 	for r := range rounds {
 		for _, uid := range uids {
 			id := fmt.Sprintf("%s-%d", uid, r)
-			msgs = append(msgs, pubMsg{id: id, subject: consumer.PushSubject(uid), data: []byte(id)})
+			msgs = append(msgs, pubMsg{id: id, subject: wire.PushSubject(uid), data: []byte(id)})
 		}
 		for k := range stuckPerRound {
 			msgs = append(msgs, bigMsg(fmt.Sprintf("stuck-%d", r*stuckPerRound+k), stuckUID))
@@ -278,7 +279,7 @@ func bigMsg(id, uid string) pubMsg {
 	for i := n; i < size; i++ {
 		data[i] = 'a' + byte(i%26)
 	}
-	return pubMsg{id: id, subject: consumer.PushSubject(uid), data: data}
+	return pubMsg{id: id, subject: wire.PushSubject(uid), data: data}
 }
 
 func TestSlowClientDoesNotHurtOthers(t *testing.T) {
@@ -460,7 +461,7 @@ func TestHostileConnectBurst(t *testing.T) {
 	var msgs []pubMsg
 	for i := range perGood * goodUsers {
 		id := "g-" + strconv.Itoa(i)
-		msgs = append(msgs, pubMsg{id: id, subject: consumer.PushSubject(good[i%goodUsers]), data: []byte(id)})
+		msgs = append(msgs, pubMsg{id: id, subject: wire.PushSubject(good[i%goodUsers]), data: []byte(id)})
 	}
 	pub := startPublisher(t, p.natsURL, msgs, 60*time.Second)
 
@@ -591,7 +592,7 @@ func TestReplayAfterDLQRecreatedLosesNothing(t *testing.T) {
 	const uid = "returning"
 
 	// 1. Away: "first" is dead-lettered (PUSH_DLQ seq 1) and replayed on connect.
-	publish(t, js, consumer.PushSubject(uid), []byte("first"))
+	publish(t, js, wire.PushSubject(uid), []byte("first"))
 	p.logs.wait(t, 10*time.Second, "push.deadlettered", map[string]any{"uid": uid, "reason": "offline"})
 	c := p.dial(t, uid)
 	if _, got := read(t, c, 5*time.Second); string(got) != "first" {
@@ -600,12 +601,12 @@ func TestReplayAfterDLQRecreatedLosesNothing(t *testing.T) {
 	_ = c.Close()
 	p.logs.wait(t, 10*time.Second, "ws.closed", map[string]any{"uid": uid})
 	waitFor(t, 10*time.Second, "DLQ empty", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, consumer.DLQSubject(uid)) == 0
+		return streamMsgs(t, js, wire.DLQStreamName, wire.DLQSubject(uid)) == 0
 	})
 
 	// 2. PUSH_DLQ is deleted and created again, as a restart of pusher
 	// would create it.
-	if err := js.DeleteStream(ctx, consumer.DLQStreamName); err != nil {
+	if err := js.DeleteStream(ctx, wire.DLQStreamName); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := consumer.EnsureTopology(ctx, js, consumer.Topology{}); err != nil {
@@ -613,9 +614,9 @@ func TestReplayAfterDLQRecreatedLosesNothing(t *testing.T) {
 	}
 
 	// 3. Away again: "second" is dead-lettered, as PUSH_DLQ seq 1 again.
-	publish(t, js, consumer.PushSubject(uid), []byte("second"))
+	publish(t, js, wire.PushSubject(uid), []byte("second"))
 	waitFor(t, 10*time.Second, "second dead letter", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, consumer.DLQSubject(uid)) == 1
+		return streamMsgs(t, js, wire.DLQStreamName, wire.DLQSubject(uid)) == 1
 	})
 
 	// 4. Back: "second" must arrive.
@@ -625,10 +626,10 @@ func TestReplayAfterDLQRecreatedLosesNothing(t *testing.T) {
 	if err == nil && string(got) == "second" {
 		return
 	}
-	dlqLeft := streamMsgs(t, js, consumer.DLQStreamName, consumer.DLQSubject(uid))
+	dlqLeft := streamMsgs(t, js, wire.DLQStreamName, wire.DLQSubject(uid))
 	// "first", its replay, "second": a fourth (the replay of "second") was
 	// never stored.
-	inPush := streamMsgs(t, js, consumer.StreamName, consumer.PushSubject(uid))
+	inPush := streamMsgs(t, js, wire.StreamName, wire.PushSubject(uid))
 	if dlqLeft == 0 && inPush == 3 {
 		t.Fatalf("replay Nats-Msg-Id collided after PUSH_DLQ was recreated: JetStream de-duplicated the replay of "+
 			"\"second\" as the earlier one's, the dead letter was deleted, and the message is lost (read %q, %v; PUSH has %d for %s, PUSH_DLQ 0)",
@@ -659,7 +660,7 @@ func TestReplayOnConnectDuringNATSOutage(t *testing.T) {
 	pub.close()
 	nc, js := natsJS(t, natsURL)
 	waitFor(t, 10*time.Second, "the messages dead-lettered", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, consumer.DLQSubject(uid)) == messages
+		return streamMsgs(t, js, wire.DLQStreamName, wire.DLQSubject(uid)) == messages
 	})
 	nc.Close()
 
@@ -685,7 +686,7 @@ func TestReplayOnConnectDuringNATSOutage(t *testing.T) {
 	}
 	if missing := rec.missing(acked); len(missing) > 0 {
 		_, js := natsJS(t, natsURL)
-		left := streamMsgs(t, js, consumer.DLQStreamName, consumer.DLQSubject(uid))
+		left := streamMsgs(t, js, wire.DLQStreamName, wire.DLQSubject(uid))
 		if left == uint64(len(missing)) && rec.onlineCount() == 1 && rec.dialCount() == 1 {
 			t.Fatalf("a replay that failed while NATS was down was never retried: %d offline dead letters stay in PUSH_DLQ while %s is connected", left, uid)
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 )
 
 func TestMain(m *testing.M) {
@@ -94,7 +94,7 @@ func TestThousandMessagesArriveInOrder(t *testing.T) {
 		t.Fatal("PUSHER_LOG_DELIVERED=false still logged push.delivered")
 	}
 	// Every message was acked: nothing is pending or awaiting ack.
-	cons, err := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+	cons, err := js.Consumer(ctx, wire.StreamName, wire.DurableName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestOfflineIsDeadLetteredThenReplayedOnConnect(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dlq, err := js.Stream(ctx, consumer.DLQStreamName)
+	dlq, err := js.Stream(ctx, wire.DLQStreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestOfflineIsDeadLetteredThenReplayedOnConnect(t *testing.T) {
 		t.Fatalf("replayed %q", got)
 	}
 	waitFor(t, 10*time.Second, "DLQ empty for away", func() bool {
-		return streamMsgs(t, js, consumer.DLQStreamName, "dlq.push.away") == 0
+		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.away") == 0
 	})
 }
 
@@ -155,7 +155,7 @@ func TestMalformedSubjectIsDeadLettered(t *testing.T) {
 	p.logs.wait(t, 10*time.Second, "push.deadlettered", map[string]any{"reason": "bad_subject"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dlq, _ := js.Stream(ctx, consumer.DLQStreamName)
+	dlq, _ := js.Stream(ctx, wire.DLQStreamName)
 	raw, err := dlq.GetLastMsgForSubject(ctx, "dlq.push._bad_subject")
 	if err != nil {
 		t.Fatalf("bad-subject dead letter: %v", err)

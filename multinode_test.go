@@ -27,7 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws"
 )
 
@@ -577,7 +577,7 @@ func waitClusterSettled(t testing.TB, m *multiNode, timeout time.Duration) {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var c jetstream.Consumer
-		if c, err = js.Consumer(ctx, consumer.StreamName, consumer.DurableName); err == nil {
+		if c, err = js.Consumer(ctx, wire.StreamName, wire.DurableName); err == nil {
 			info, err = c.Info(ctx)
 		}
 		cancel()
@@ -656,7 +656,7 @@ func waitNoOfflineDeadLetters(t testing.TB, m *multiNode, timeout time.Duration)
 	deadline := time.Now().Add(timeout)
 	for {
 		counts, examples, err := dlqByReason(js)
-		if err == nil && counts[consumer.ReasonOffline] == 0 {
+		if err == nil && counts[wire.ReasonOffline] == 0 {
 			return counts
 		}
 		if time.Now().After(deadline) {
@@ -664,7 +664,7 @@ func waitNoOfflineDeadLetters(t testing.TB, m *multiNode, timeout time.Duration)
 				t.Fatalf("read PUSH_DLQ: %v", err)
 			}
 			t.Errorf("%d offline dead letters left in PUSH_DLQ %s after settling although every user is connected, e.g. %v",
-				counts[consumer.ReasonOffline], timeout, examples[consumer.ReasonOffline])
+				counts[wire.ReasonOffline], timeout, examples[wire.ReasonOffline])
 			return counts
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -682,8 +682,8 @@ func waitJetStreamAnswers(t testing.TB, c *natsCluster, timeout time.Duration) {
 	defer nc.Close()
 	deadline := time.Now().Add(timeout)
 	for _, st := range []struct{ name, filter string }{
-		{consumer.StreamName, consumer.PushSubjects},
-		{consumer.DLQStreamName, consumer.DLQSubjects},
+		{wire.StreamName, wire.PushSubjects},
+		{wire.DLQStreamName, wire.DLQSubjects},
 	} {
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -781,7 +781,7 @@ func TestMultiNodeConcurrentStart(t *testing.T) {
 		uid := "cs" + strconv.Itoa(i)
 		c := dialWS(t, a, uid)
 		m.nats.waitInterest(t, []string{"pusher.deliver." + uid}, 1, 10*time.Second)
-		publish(t, js, consumer.PushSubject(uid), []byte("hello-"+uid))
+		publish(t, js, wire.PushSubject(uid), []byte("hello-"+uid))
 		if _, got := read(t, c, 10*time.Second); string(got) != "hello-"+uid {
 			t.Errorf("%s on pusher-%d got %q", uid, i+1, got)
 		}
@@ -833,7 +833,7 @@ func TestMultiNodeDeliveryAcrossNodes(t *testing.T) {
 	pubs.close()
 	isDouble := map[string]bool{}
 	for _, u := range double {
-		isDouble[consumer.PushSubject(u)] = true
+		isDouble[wire.PushSubject(u)] = true
 	}
 	doubleAcked := intersect(acked, idsOf(msgs, func(p pubMsg) bool { return isDouble[p.subject] }))
 
@@ -1047,7 +1047,7 @@ func consumerLeader(t testing.TB, c *natsCluster) string {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+	cons, err := js.Consumer(ctx, wire.StreamName, wire.DurableName)
 	if err != nil {
 		return ""
 	}
@@ -1120,7 +1120,7 @@ func waitStreamsCurrent(t testing.TB, c *natsCluster, timeout time.Duration) {
 	nc, js := multiJS(t, c.liveURLs())
 	defer nc.Close()
 	deadline := time.Now().Add(timeout)
-	for _, name := range []string{consumer.StreamName, consumer.DLQStreamName} {
+	for _, name := range []string{wire.StreamName, wire.DLQStreamName} {
 		for {
 			why := ""
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -1172,13 +1172,13 @@ func TestMultiNodeKickAndExpiry(t *testing.T) {
 	}
 	// Delivered to all three, whichever node pulls it.
 	m.nats.waitInterest(t, []string{"pusher.deliver." + uid}, clusterSize, 10*time.Second)
-	publish(t, js, consumer.PushSubject(uid), []byte("before-kick"))
+	publish(t, js, wire.PushSubject(uid), []byte("before-kick"))
 	for i, c := range conns {
 		if _, got := read(t, c, 10*time.Second); string(got) != "before-kick" {
 			t.Fatalf("connection on pusher-%d got %q, want before-kick", i+1, got)
 		}
 	}
-	if err := nc.Publish(consumer.KickSubject(uid), nil); err != nil {
+	if err := nc.Publish(wire.KickSubject(uid), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -1188,8 +1188,8 @@ func TestMultiNodeKickAndExpiry(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, data, err := c.ReadMessage()
 		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != consumer.KickCode || ce.Text != consumer.KickReason {
-			t.Errorf("connection on pusher-%d after the kick: %q, %v; want close %d %q", i+1, data, err, consumer.KickCode, consumer.KickReason)
+		if !errors.As(err, &ce) || ce.Code != wire.CloseKicked || ce.Text != wire.CloseKickedText {
+			t.Errorf("connection on pusher-%d after the kick: %q, %v; want close %d %q", i+1, data, err, wire.CloseKicked, wire.CloseKickedText)
 		}
 	}
 	// No node holds the uid any more: a delivery request finds no
@@ -1210,7 +1210,7 @@ func TestMultiNodeKickAndExpiry(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	m.nats.waitInterest(t, []string{"pusher.deliver." + expUID}, 1, 10*time.Second)
-	publish(t, js, consumer.PushSubject(expUID), []byte("while-valid"))
+	publish(t, js, wire.PushSubject(expUID), []byte("while-valid"))
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, data, err := c.ReadMessage()
 	if err != nil || string(data) != "while-valid" {
@@ -1262,9 +1262,9 @@ func TestMultiNodeReplayAfterNATSReconnect(t *testing.T) {
 	// Only pusher-1's connection is to be cut: no JetStream leader on
 	// nats-1 (TestMultiNodeDLQLeaderLoss is about that).
 	notFirst := func(leader string) bool { return leader != m.nats.name(0) }
-	moveLeader(t, m.nats, consumer.StreamName, "", notFirst)
-	moveLeader(t, m.nats, consumer.DLQStreamName, "", notFirst)
-	moveLeader(t, m.nats, consumer.StreamName, consumer.DurableName, notFirst)
+	moveLeader(t, m.nats, wire.StreamName, "", notFirst)
+	moveLeader(t, m.nats, wire.DLQStreamName, "", notFirst)
+	moveLeader(t, m.nats, wire.StreamName, wire.DurableName, notFirst)
 
 	m.nats.kill(t, 0) // pusher-1's only NATS server
 	downAt := time.Now()
@@ -1276,7 +1276,7 @@ func TestMultiNodeReplayAfterNATSReconnect(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		counts, _, err := dlqByReason(js)
-		if err == nil && counts[consumer.ReasonOffline] == messages {
+		if err == nil && counts[wire.ReasonOffline] == messages {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -1305,11 +1305,11 @@ func TestMultiNodeReplayAfterNATSReconnect(t *testing.T) {
 	}
 	got := messages - len(rec.missing(acked))
 	t.Logf("FIGURES multinode/replay-after-nats-reconnect: published=%d received=%d dlq_offline=%d outage=%s waited_after_reconnect=%s client_dials=%d",
-		messages, got, counts[consumer.ReasonOffline], backAt.Sub(downAt).Round(time.Millisecond), time.Since(backAt).Round(time.Millisecond), rec.dialCount())
+		messages, got, counts[wire.ReasonOffline], backAt.Sub(downAt).Round(time.Millisecond), time.Since(backAt).Round(time.Millisecond), rec.dialCount())
 	if got == messages {
 		return
 	}
-	if counts[consumer.ReasonOffline] == messages-got && rec.dialCount() == 1 {
+	if counts[wire.ReasonOffline] == messages-got && rec.dialCount() == 1 {
 		// Not lost: a new connection of the user replays them (to both
 		// of its connections).
 		dialWS(t, m.http[0], uid)
@@ -1321,7 +1321,7 @@ func TestMultiNodeReplayAfterNATSReconnect(t *testing.T) {
 			"local users after its NATS connection comes back", messages-got, uid)
 		return
 	}
-	t.Errorf("%d of %d messages not received 5s after pusher-1 reconnected to NATS; PUSH_DLQ offline=%d", messages-got, messages, counts[consumer.ReasonOffline])
+	t.Errorf("%d of %d messages not received 5s after pusher-1 reconnected to NATS; PUSH_DLQ offline=%d", messages-got, messages, counts[wire.ReasonOffline])
 }
 
 // TestMultiNodeDLQLeaderLoss: the NATS node leading PUSH_DLQ is killed
@@ -1338,9 +1338,9 @@ func TestMultiNodeDLQLeaderLoss(t *testing.T) {
 	m := startMultiNode(t)
 	isVictim := func(leader string) bool { return leader == m.nats.name(victim) }
 	notVictim := func(leader string) bool { return !isVictim(leader) }
-	moveLeader(t, m.nats, consumer.StreamName, "", notVictim)
-	moveLeader(t, m.nats, consumer.StreamName, consumer.DurableName, notVictim)
-	moveLeader(t, m.nats, consumer.DLQStreamName, "", isVictim)
+	moveLeader(t, m.nats, wire.StreamName, "", notVictim)
+	moveLeader(t, m.nats, wire.StreamName, wire.DurableName, notVictim)
+	moveLeader(t, m.nats, wire.DLQStreamName, "", isVictim)
 
 	m.nats.kill(t, victim)
 	killedAt := time.Now()
@@ -1381,12 +1381,12 @@ func TestMultiNodeDLQLeaderLoss(t *testing.T) {
 	got := len(acked) - len(rec.missing(acked))
 	t.Logf("FIGURES multinode/dlq-leader-loss: published=%d dead_letters_by_reason=%v deadletter_store_failures=%v stored_after=%s received_on_connect=%d",
 		len(acked), reasons, failed, stored.Round(time.Millisecond), got)
-	if reasons[consumer.ReasonOffline] == len(acked) && got == len(acked) {
+	if reasons[wire.ReasonOffline] == len(acked) && got == len(acked) {
 		return
 	}
-	if reasons[consumer.ReasonMaxDeliver] > 0 && got == reasons[consumer.ReasonOffline] {
+	if reasons[wire.ReasonMaxDeliver] > 0 && got == reasons[wire.ReasonOffline] {
 		t.Errorf("%d of %d messages for a user who was away were dead-lettered as max_deliver, not offline, while PUSH_DLQ "+
-			"elected a leader; the user got %d of %d on connecting", reasons[consumer.ReasonMaxDeliver], len(acked), got, len(acked))
+			"elected a leader; the user got %d of %d on connecting", reasons[wire.ReasonMaxDeliver], len(acked), got, len(acked))
 		return
 	}
 	t.Errorf("dead letters by reason %v, %d of %d received on connect; want all offline and all received", reasons, got, len(acked))

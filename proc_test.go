@@ -33,6 +33,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // goBuild runs `go build -o dir/name args...` with the go on PATH, in the
@@ -617,7 +618,7 @@ func textMsgs(n int, uids []string) []pubMsg {
 	out := make([]pubMsg, n)
 	for i := range out {
 		id := "m-" + strconv.Itoa(i)
-		out[i] = pubMsg{id: id, subject: consumer.PushSubject(uids[i%len(uids)]), data: []byte(id)}
+		out[i] = pubMsg{id: id, subject: wire.PushSubject(uids[i%len(uids)]), data: []byte(id)}
 	}
 	return out
 }
@@ -833,7 +834,7 @@ func account(t testing.TB, name, natsURL string, acked map[string]struct{}, rec 
 	}
 	// settled: a dead letter that is not waiting for a replay.
 	settled := func(dl deadLetter, ok bool) bool {
-		return ok && (dl.reason != consumer.ReasonOffline || !rec.isOnline(dl.uid))
+		return ok && (dl.reason != wire.ReasonOffline || !rec.isOnline(dl.uid))
 	}
 	deadline := time.Now().Add(timeout)
 	var lastScan time.Time
@@ -912,7 +913,7 @@ func waitSettled(t testing.TB, natsURL, httpAddr string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		c, err := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+		c, err := js.Consumer(ctx, wire.StreamName, wire.DurableName)
 		if err == nil {
 			info, err = c.Info(ctx)
 		}

@@ -19,8 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/pusher-io/pusher/consumer"
-	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Config tunes the door. Zero values mean the documented default.
@@ -138,7 +137,7 @@ func (h *Handler) Send(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message string) {
-	if err := hub.ValidUID(uid); err != nil {
+	if err := wire.ValidUID(uid); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -152,7 +151,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message s
 	if id := r.Header.Get("Idempotency-Key"); id != "" {
 		opts = append(opts, jetstream.WithMsgID(id)) // retried requests are stored once
 	}
-	ack, err := h.js.Publish(ctx, consumer.PushSubject(uid), []byte(message), opts...)
+	ack, err := h.js.Publish(ctx, wire.PushSubject(uid), []byte(message), opts...)
 	if err != nil {
 		h.log.Warn("api.publish_failed", zap.String("uid", uid), zap.Error(err))
 		writeError(w, http.StatusServiceUnavailable, "could not store the message; retry")

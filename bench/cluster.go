@@ -29,7 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 )
 
 const (
@@ -185,7 +185,7 @@ func (b *bench) waitPulling(ctx context.Context) error {
 		waiting, err := func() (int, error) {
 			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			c, err := js.Consumer(ictx, consumer.StreamName, consumer.DurableName)
+			c, err := js.Consumer(ictx, wire.StreamName, wire.DurableName)
 			if err != nil {
 				return 0, err
 			}
@@ -201,14 +201,14 @@ func (b *bench) waitPulling(ctx context.Context) error {
 		if err == nil && waiting >= len(b.nodes) {
 			if d := time.Since(start); d > time.Second {
 				b.notes = append(b.notes, fmt.Sprintf("cluster %d: consumer %s had %d pull requests waiting for %d nodes; every node pulled only %s after pusher.ready%s",
-					b.natsGen, consumer.DurableName, max(first, 0), len(b.nodes), d.Round(100*time.Millisecond), b.consumerErrors()))
+					b.natsGen, wire.DurableName, max(first, 0), len(b.nodes), d.Round(100*time.Millisecond), b.consumerErrors()))
 				b.logf("every node pulls, after %s", d.Round(100*time.Millisecond))
 			}
 			return nil
 		}
 		if time.Since(start) > pullWaitTimeout {
 			return fmt.Errorf("consumer %s: %d pull requests waiting after %s, want one per node (%d)%s; last error: %v",
-				consumer.DurableName, waiting, pullWaitTimeout, len(b.nodes), b.consumerErrors(), err)
+				wire.DurableName, waiting, pullWaitTimeout, len(b.nodes), b.consumerErrors(), err)
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err
@@ -355,9 +355,9 @@ func readJSState(ctx context.Context, js jetstream.JetStream) (jsState, error) {
 	var st jsState
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, consumer.StreamName)
+	s, err := js.Stream(ctx, wire.StreamName)
 	if err != nil {
-		return st, fmt.Errorf("stream %s: %w", consumer.StreamName, err)
+		return st, fmt.Errorf("stream %s: %w", wire.StreamName, err)
 	}
 	si, err := s.Info(ctx)
 	if err != nil {
@@ -367,9 +367,9 @@ func readJSState(ctx context.Context, js jetstream.JetStream) (jsState, error) {
 	if si.Cluster != nil {
 		st.streamLeader = si.Cluster.Leader
 	}
-	c, err := s.Consumer(ctx, consumer.DurableName)
+	c, err := s.Consumer(ctx, wire.DurableName)
 	if err != nil {
-		return st, fmt.Errorf("consumer %s: %w", consumer.DurableName, err)
+		return st, fmt.Errorf("consumer %s: %w", wire.DurableName, err)
 	}
 	ci, err := c.Info(ctx)
 	if err != nil {
@@ -379,9 +379,9 @@ func readJSState(ctx context.Context, js jetstream.JetStream) (jsState, error) {
 	if ci.Cluster != nil {
 		st.consLeader = ci.Cluster.Leader
 	}
-	d, err := js.Stream(ctx, consumer.DLQStreamName)
+	d, err := js.Stream(ctx, wire.DLQStreamName)
 	if err != nil {
-		return st, fmt.Errorf("stream %s: %w", consumer.DLQStreamName, err)
+		return st, fmt.Errorf("stream %s: %w", wire.DLQStreamName, err)
 	}
 	di, err := d.Info(ctx)
 	if err != nil {
@@ -406,15 +406,15 @@ func (b *bench) pusherServers(ctx context.Context) string {
 // redelivered or dead-lettered.
 func (b *bench) checkJetStream(phase string, st jsState) {
 	if st.replicas != natsClusterSize {
-		b.notes = append(b.notes, fmt.Sprintf("%s phase: stream %s has %d replicas, want %d", phase, consumer.StreamName, st.replicas, natsClusterSize))
+		b.notes = append(b.notes, fmt.Sprintf("%s phase: stream %s has %d replicas, want %d", phase, wire.StreamName, st.replicas, natsClusterSize))
 	}
 	if st.pending != 0 || st.ackPending != 0 {
 		b.notes = append(b.notes, fmt.Sprintf("%s phase: consumer %s still had %d pending and %d unacknowledged %s after the phase",
-			phase, consumer.DurableName, st.pending, st.ackPending, settleJSTimeout))
+			phase, wire.DurableName, st.pending, st.ackPending, settleJSTimeout))
 	}
 	if st.redel != 0 || st.dlq != 0 {
 		b.notes = append(b.notes, fmt.Sprintf("%s phase: consumer %s reports %d redelivered messages; %s holds %d dead letters",
-			phase, consumer.DurableName, st.redel, consumer.DLQStreamName, st.dlq))
+			phase, wire.DurableName, st.redel, wire.DLQStreamName, st.dlq))
 	}
 }
 
@@ -506,7 +506,7 @@ func (b *bench) outcomeText(r loopResult, st jsState) string {
 		return sumProm(r.met1).sum("pusher_messages_total", label) - sumProm(r.met0).sum("pusher_messages_total", label)
 	}
 	return fmt.Sprintf("pushers delivered %.0f, retried %.0f, dead-lettered %.0f; consumer redelivered %d, %s %d msgs",
-		d(`outcome="delivered"`), d(`outcome="retried"`), d(`outcome="deadlettered"`), st.redel, consumer.DLQStreamName, st.dlq)
+		d(`outcome="delivered"`), d(`outcome="retried"`), d(`outcome="deadlettered"`), st.redel, wire.DLQStreamName, st.dlq)
 }
 
 // pullsRow reports how the consumer spread the messages over the nodes:

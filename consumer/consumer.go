@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Router delivers to a uid's live connections. *hub.Hub implements it for
@@ -249,14 +250,14 @@ func (c *Consumer) Start(ctx context.Context) error {
 	}
 	c.consumerOK.Store(true)
 	if c.cfg.Broadcast {
-		sub, err := c.js.Conn().Subscribe(replaySubjects, c.onReplayNotice)
+		sub, err := c.js.Conn().Subscribe(wire.ReplaySubjects, c.onReplayNotice)
 		if err != nil {
 			c.mu.Lock()
 			c.cc.Stop()
 			c.mu.Unlock()
 			cancel()
 			close(c.workersDone)
-			return fmt.Errorf("subscribe %s: %w", replaySubjects, err)
+			return fmt.Errorf("subscribe %s: %w", wire.ReplaySubjects, err)
 		}
 		c.replaySub = sub
 	}
@@ -296,7 +297,7 @@ func (c *Consumer) consumeLocked(cons jetstream.Consumer) error {
 			}
 		}))
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", DurableName, err)
+		return fmt.Errorf("consume %s: %w", wire.DurableName, err)
 	}
 	c.cc = cc
 	return nil
@@ -427,10 +428,10 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 		delivered: meta.NumDelivered,
 		published: meta.Timestamp,
 	}
-	uid, err := UIDFromSubject(msg.Subject())
+	uid, err := wire.UIDFromSubject(msg.Subject())
 	if err != nil {
 		handedOff = true
-		c.deadLetter(j, ReasonBadSubject, err)
+		c.deadLetter(j, wire.ReasonBadSubject, err)
 		return
 	}
 	j.uid = uid
@@ -441,9 +442,9 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 		// call it offline, so their connect replays it: deliveries burnt
 		// on a DLQ leader election must not cost an absent user the
 		// message.
-		reason := ReasonMaxDeliver
+		reason := wire.ReasonMaxDeliver
 		if !c.router.Online(uid) {
-			reason = ReasonOffline
+			reason = wire.ReasonOffline
 		}
 		handedOff = true
 		c.deadLetter(j, reason, nil)
@@ -456,7 +457,7 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	// would stall shutdown, while a double one only makes it briefly low.
 	if c.router.Route(uid, &j.m) == 0 {
 		handedOff = true
-		c.deadLetter(j, ReasonOffline, nil)
+		c.deadLetter(j, wire.ReasonOffline, nil)
 	}
 }
 
@@ -533,18 +534,18 @@ func (c *Consumer) failureWorker(ctx context.Context) {
 // for this attempt, or dead-letter once MaxDeliver deliveries failed.
 func (c *Consumer) retryOrDeadLetter(j *job) {
 	if errors.Is(j.err, hub.ErrOffline) {
-		c.deadLetter(j, ReasonOffline, nil)
+		c.deadLetter(j, wire.ReasonOffline, nil)
 		return
 	}
-	reason := reasonWriteFailed
+	reason := wire.ReasonWriteFailed
 	switch {
 	case errors.Is(j.err, hub.ErrQueueFull):
-		reason = reasonQueueFull
+		reason = wire.ReasonQueueFull
 	case errors.Is(j.err, hub.ErrTimeout):
-		reason = reasonTimeout
+		reason = wire.ReasonTimeout
 	}
 	if !c.stopping.Load() && j.delivered >= uint64(c.cfg.MaxDeliver) {
-		c.deadLetter(j, ReasonMaxDeliver, j.err)
+		c.deadLetter(j, wire.ReasonMaxDeliver, j.err)
 		return
 	}
 	var delay time.Duration

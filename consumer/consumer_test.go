@@ -16,6 +16,7 @@ import (
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/natsserver"
+	"github.com/pusher-io/pusher/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -144,7 +145,7 @@ func TestWriteFailureIsRetriedThenDeadLettered(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "a dead letter", func() bool { return len(deadLetters(t, js, "u1")) == 1 })
 	dl := deadLetters(t, js, "u1")[0]
-	if dl.Reason != consumer.ReasonMaxDeliver || dl.Deliveries != 3 || string(dl.Data) != "doomed" || dl.OriginalSeq != 1 {
+	if dl.Reason != wire.ReasonMaxDeliver || dl.Deliveries != 3 || string(dl.Data) != "doomed" || dl.OriginalSeq != 1 {
 		t.Fatalf("dead letter %+v", dl)
 	}
 	bad.mu.Lock()
@@ -154,7 +155,7 @@ func TestWriteFailureIsRetriedThenDeadLettered(t *testing.T) {
 		t.Fatalf("%d write attempts, want MaxDeliver = 3", attempts)
 	}
 	// The original is settled: nothing pending or awaiting ack.
-	cons, _ := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+	cons, _ := js.Consumer(ctx, wire.StreamName, wire.DurableName)
 	waitFor(t, 5*time.Second, "ack floor", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
@@ -198,11 +199,11 @@ func TestDeletedConsumerIsRecreated(t *testing.T) {
 	_ = h.Add("u1", c)
 	cons := startConsumer(t, js, h, consumer.Config{MonitorInterval: 100 * time.Millisecond})
 	ctx := context.Background()
-	if err := js.DeleteConsumer(ctx, consumer.StreamName, consumer.DurableName); err != nil {
+	if err := js.DeleteConsumer(ctx, wire.StreamName, wire.DurableName); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "consumer recreated", func() bool {
-		_, err := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+		_, err := js.Consumer(ctx, wire.StreamName, wire.DurableName)
 		return err == nil && cons.Ready()
 	})
 	if _, err := js.Publish(ctx, "push.u1", []byte("after")); err != nil {
@@ -230,7 +231,7 @@ func TestConnectRacingDeadLetterIsReplayed(t *testing.T) {
 	conns := make([]*recConn, n)
 	for i := range n {
 		uid := "race" + strconv.Itoa(i)
-		if _, err := js.Publish(ctx, consumer.PushSubject(uid), []byte(uid)); err != nil {
+		if _, err := js.Publish(ctx, wire.PushSubject(uid), []byte(uid)); err != nil {
 			t.Fatal(err)
 		}
 		// Connect as the ws handler does: register, then ask for replay.
@@ -329,7 +330,7 @@ func TestPanicInDispatchIsContained(t *testing.T) {
 	if err := c.Close(ctx); err != nil {
 		t.Fatalf("close after a contained panic: %v", err)
 	}
-	cons, _ := js.Consumer(ctx, consumer.StreamName, consumer.DurableName)
+	cons, _ := js.Consumer(ctx, wire.StreamName, wire.DurableName)
 	info, err := cons.Info(ctx)
 	if err != nil || info.NumAckPending != 1 {
 		t.Fatalf("ack pending %d (%v), want the panicking message parked", info.NumAckPending, err)

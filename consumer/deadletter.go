@@ -11,33 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// Dead-letter headers (DESIGN.md).
-const (
-	HeaderReason          = "Pusher-Reason"
-	HeaderOriginalSubject = "Pusher-Original-Subject"
-	HeaderOriginalSeq     = "Pusher-Original-Seq"
-	HeaderDeliveries      = "Pusher-Deliveries"
-	HeaderFailedAt        = "Pusher-Failed-At"
-	// HeaderReplayOf marks a replayed message with the dead letter's
-	// sequence in PUSH_DLQ, for tracing.
-	HeaderReplayOf = "Pusher-Replay-Of"
-)
-
-// Reasons a message is dead-lettered, the value of Pusher-Reason.
-const (
-	ReasonOffline    = "offline"
-	ReasonMaxDeliver = "max_deliver"
-	ReasonBadSubject = "bad_subject"
-)
-
-// Reasons a delivery is retried (log and metric labels, not dead letters).
-const (
-	reasonWriteFailed      = "write_failed"
-	reasonQueueFull        = "queue_full"
-	reasonTimeout          = "timeout"
-	reasonDeadLetterFailed = "deadletter_failed"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // DeadLetter is one message in PUSH_DLQ.
@@ -68,30 +43,30 @@ func ParseDeadLetter(subject string, seq uint64, h nats.Header, data []byte) (De
 			dl.Header[k] = v
 		}
 	}
-	dl.Reason = h.Get(HeaderReason)
-	dl.OriginalSubject = h.Get(HeaderOriginalSubject)
+	dl.Reason = h.Get(wire.HeaderReason)
+	dl.OriginalSubject = h.Get(wire.HeaderOriginalSubject)
 	var errs []error
-	uid, err := uidFromDLQSubject(subject)
+	uid, err := wire.UIDFromDLQSubject(subject)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	dl.UID = uid
 	if dl.Reason == "" {
-		errs = append(errs, errors.New("no "+HeaderReason))
+		errs = append(errs, errors.New("no "+wire.HeaderReason))
 	}
-	if v := h.Get(HeaderOriginalSeq); v != "" {
+	if v := h.Get(wire.HeaderOriginalSeq); v != "" {
 		if dl.OriginalSeq, err = strconv.ParseUint(v, 10, 64); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", HeaderOriginalSeq, err))
+			errs = append(errs, fmt.Errorf("%s: %w", wire.HeaderOriginalSeq, err))
 		}
 	}
-	if v := h.Get(HeaderDeliveries); v != "" {
+	if v := h.Get(wire.HeaderDeliveries); v != "" {
 		if dl.Deliveries, err = strconv.Atoi(v); err != nil || dl.Deliveries < 0 {
-			errs = append(errs, fmt.Errorf("%s %q: not a count", HeaderDeliveries, v))
+			errs = append(errs, fmt.Errorf("%s %q: not a count", wire.HeaderDeliveries, v))
 		}
 	}
-	if v := h.Get(HeaderFailedAt); v != "" {
+	if v := h.Get(wire.HeaderFailedAt); v != "" {
 		if dl.FailedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", HeaderFailedAt, err))
+			errs = append(errs, fmt.Errorf("%s: %w", wire.HeaderFailedAt, err))
 		}
 	}
 	if len(errs) > 0 {
@@ -111,15 +86,15 @@ func deadLetterMsg(uid, reason, subject string, seq uint64, deliveries uint64, p
 			out[k] = v
 		}
 	}
-	out.Set(HeaderReason, reason)
-	out.Set(HeaderOriginalSubject, subject)
-	out.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
-	out.Set(HeaderDeliveries, strconv.FormatUint(deliveries, 10))
-	out.Set(HeaderFailedAt, now.UTC().Format(time.RFC3339Nano))
+	out.Set(wire.HeaderReason, reason)
+	out.Set(wire.HeaderOriginalSubject, subject)
+	out.Set(wire.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	out.Set(wire.HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	out.Set(wire.HeaderFailedAt, now.UTC().Format(time.RFC3339Nano))
 	// Sequence plus publish time: unique even if PUSH is recreated and
 	// its sequences start again.
 	out.Set(jetstream.MsgIDHeader, "pusher-dl-"+strconv.FormatUint(seq, 10)+"-"+strconv.FormatInt(published.UnixNano(), 10))
-	return &nats.Msg{Subject: DLQSubject(uid), Header: out, Data: data}
+	return &nats.Msg{Subject: wire.DLQSubject(uid), Header: out, Data: data}
 }
 
 // DLQ reads and replays dead letters. It is what `pusher dlq` and
@@ -143,9 +118,9 @@ func (d *DLQ) open(ctx context.Context) (jetstream.Stream, error) {
 	if d.stream != nil {
 		return d.stream, nil
 	}
-	s, err := d.js.Stream(ctx, DLQStreamName)
+	s, err := d.js.Stream(ctx, wire.DLQStreamName)
 	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", DLQStreamName, err)
+		return nil, fmt.Errorf("open stream %s: %w", wire.DLQStreamName, err)
 	}
 	d.stream = s
 	return s, nil
@@ -166,9 +141,9 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 	if err != nil {
 		return err
 	}
-	filter := DLQSubjects
+	filter := wire.DLQSubjects
 	if uid != "" {
-		filter = DLQSubject(uid)
+		filter = wire.DLQSubject(uid)
 	}
 	var last uint64 // 0: not read yet
 	for seq := uint64(1); ; {
@@ -182,7 +157,7 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 		if last == 0 {
 			info, err := stream.Info(ctx)
 			if err != nil {
-				return fmt.Errorf("stream %s info: %w", DLQStreamName, err)
+				return fmt.Errorf("stream %s info: %w", wire.DLQStreamName, err)
 			}
 			last = info.State.LastSeq
 		}
@@ -203,7 +178,7 @@ type ReplayFilter func(DeadLetter) bool
 
 // OnlyOffline replays dead letters of users who were offline: what a
 // user who connects should get.
-func OnlyOffline(dl DeadLetter) bool { return dl.Reason == ReasonOffline }
+func OnlyOffline(dl DeadLetter) bool { return dl.Reason == wire.ReasonOffline }
 
 // AllReplayable replays every dead letter that names a valid uid.
 func AllReplayable(DeadLetter) bool { return true }
@@ -224,18 +199,18 @@ func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progres
 			skipped++
 			return nil
 		}
-		if !keep(dl) || dl.Reason == ReasonBadSubject {
+		if !keep(dl) || dl.Reason == wire.ReasonBadSubject {
 			return nil
 		}
 		h := dl.Header
-		h.Set(HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
+		h.Set(wire.HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
 		// Concurrent replays of one dead letter (two connects at once)
 		// publish the same id; JetStream keeps one. The storage time makes
 		// the id unique even if PUSH_DLQ is recreated and its sequences
 		// start again, which would otherwise drop a new dead letter as a
 		// duplicate of an old one.
 		h.Set(jetstream.MsgIDHeader, "pusher-replay-"+strconv.FormatUint(dl.Seq, 10)+"-"+strconv.FormatInt(dl.StoredAt.UnixNano(), 10))
-		msg := &nats.Msg{Subject: PushSubject(dl.UID), Header: h, Data: dl.Data}
+		msg := &nats.Msg{Subject: wire.PushSubject(dl.UID), Header: h, Data: dl.Data}
 		if _, err := d.js.PublishMsg(ctx, msg); err != nil {
 			return fmt.Errorf("republish dead letter %d: %w", dl.Seq, err)
 		}

@@ -5,6 +5,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Kicker closes a uid's connections; *hub.Hub implements it.
@@ -23,8 +25,8 @@ const (
 // The caller owns the subscription and unsubscribes (or drains) it.
 func SubscribeKicks(nc *nats.Conn, k Kicker, log *zap.Logger) (*nats.Subscription, error) {
 	log = log.Named("kick")
-	sub, err := nc.Subscribe(KickSubjects, func(m *nats.Msg) {
-		uid, err := uidAfter(kickPrefix, m.Subject)
+	sub, err := nc.Subscribe(wire.KickSubjects, func(m *nats.Msg) {
+		uid, err := wire.UIDFromKickSubject(m.Subject)
 		if err != nil {
 			log.Warn("ws.kick_refused", zap.String("subject", m.Subject), zap.Error(err))
 			return
@@ -36,7 +38,7 @@ func SubscribeKicks(nc *nats.Conn, k Kicker, log *zap.Logger) (*nats.Subscriptio
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", KickSubjects, err)
+		return nil, fmt.Errorf("subscribe %s: %w", wire.KickSubjects, err)
 	}
 	return sub, nil
 }

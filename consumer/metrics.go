@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Outcome label values of pusher_messages_total.
@@ -46,10 +48,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deadLettered: map[string]prometheus.Counter{},
 		latency:      latency,
 	}
-	for _, r := range []string{reasonWriteFailed, reasonQueueFull, reasonTimeout, reasonDeadLetterFailed} {
+	for _, r := range []string{wire.ReasonWriteFailed, wire.ReasonQueueFull, wire.ReasonTimeout, wire.ReasonDeadLetterFailed} {
 		m.retried[r] = messages.WithLabelValues(outcomeRetried, r)
 	}
-	for _, r := range []string{ReasonOffline, ReasonMaxDeliver, ReasonBadSubject} {
+	for _, r := range []string{wire.ReasonOffline, wire.ReasonMaxDeliver, wire.ReasonBadSubject} {
 		m.deadLettered[r] = messages.WithLabelValues(outcomeDeadLettered, r)
 	}
 	return m, nil

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // monitor polls the durable consumer's state for metrics and readiness,
@@ -34,11 +36,11 @@ func (c *Consumer) check(ctx context.Context) {
 	}
 	ictx, cancel := context.WithTimeout(ctx, c.cfg.MonitorInterval)
 	defer cancel()
-	_, dlqErr := c.js.Stream(ictx, DLQStreamName)
+	_, dlqErr := c.js.Stream(ictx, wire.DLQStreamName)
 	if isGone(dlqErr) {
 		c.consumerOK.Store(false) // rebuild below, PUSH_DLQ included
 	}
-	cons, err := c.js.Consumer(ictx, StreamName, DurableName)
+	cons, err := c.js.Consumer(ictx, wire.StreamName, wire.DurableName)
 	if err == nil {
 		info := cons.CachedInfo()
 		c.pending.Store(info.NumPending)
@@ -70,5 +72,5 @@ func (c *Consumer) check(ctx context.Context) {
 		return
 	}
 	c.consumerOK.Store(true)
-	c.log.Warn(evRecreated, zap.String("consumer", DurableName))
+	c.log.Warn(evRecreated, zap.String("consumer", wire.DurableName))
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/pusher-io/pusher/wire"
+
 	"go.uber.org/zap"
 )
 
@@ -63,7 +65,7 @@ func (c *Consumer) retryReplay(ctx context.Context, uid string) {
 // onReplayNotice handles pusher.replay.<uid>: some node stored an offline
 // dead letter for uid; if uid is connected here, replay it.
 func (c *Consumer) onReplayNotice(m *nats.Msg) {
-	uid, err := uidAfter(replayPrefix, m.Subject)
+	uid, err := wire.UIDFromReplaySubject(m.Subject)
 	if err == nil && c.router.Online(uid) {
 		c.TriggerReplay(uid)
 	}

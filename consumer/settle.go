@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // pendingDeadLetter is a dead letter published asynchronously whose
@@ -23,8 +25,8 @@ type pendingDeadLetter struct {
 func (c *Consumer) deadLetter(j *job, reason string, cause error) {
 	subject := j.msg.Subject()
 	uid := j.uid
-	if reason == ReasonBadSubject {
-		uid = badSubjectUID
+	if reason == wire.ReasonBadSubject {
+		uid = wire.BadSubjectUID
 	}
 	dl := deadLetterMsg(uid, reason, subject, j.seq, j.delivered, j.published, j.msg.Headers(), j.msg.Data(), time.Now())
 	fut, err := c.js.PublishMsgAsync(dl)
@@ -49,7 +51,7 @@ func (c *Consumer) deadLetterFailed(j *job, reason string, err error) {
 		}
 	}
 	nerr := j.msg.NakWithDelay(c.cfg.Backoff[0])
-	c.met.retried[reasonDeadLetterFailed].Inc()
+	c.met.retried[wire.ReasonDeadLetterFailed].Inc()
 	c.log.Error(evDLQFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.String("reason", reason), zap.Error(err), zap.NamedError("nak_error", nerr))
 	c.settled()
@@ -85,10 +87,10 @@ func (c *Consumer) deadLettered(p pendingDeadLetter) {
 	// before the copy was stored. The copy is stored now, so if the user
 	// is here, replay for them: either their connect's replay or this one
 	// sees it.
-	if p.reason == ReasonOffline {
+	if p.reason == wire.ReasonOffline {
 		if c.cfg.Broadcast {
 			// Every node, this one included, replays if it holds the uid.
-			if err := c.js.Conn().Publish(replaySubject(j.uid), nil); err != nil {
+			if err := c.js.Conn().Publish(wire.ReplaySubject(j.uid), nil); err != nil {
 				c.log.Warn(evReplayFailed, zap.String("uid", j.uid), zap.Error(err))
 			}
 		} else if c.router.Online(j.uid) {

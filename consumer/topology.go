@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Topology is the JetStream layout pusher creates or updates at start.
@@ -72,9 +74,9 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		return nil, fmt.Errorf("topology: %w", err)
 	}
 	streams := []jetstream.StreamConfig{{
-		Name:        StreamName,
+		Name:        wire.StreamName,
 		Description: "pusher: messages for users, subject push.<uid>",
-		Subjects:    []string{PushSubjects},
+		Subjects:    []string{wire.PushSubjects},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
@@ -82,9 +84,9 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		Duplicates:  duplicateWindow,
 		Replicas:    t.Replicas,
 	}, {
-		Name:        DLQStreamName,
+		Name:        wire.DLQStreamName,
 		Description: "pusher: dead letters, subject dlq.push.<uid>, headers Pusher-*",
-		Subjects:    []string{DLQSubjects},
+		Subjects:    []string{wire.DLQSubjects},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
@@ -99,7 +101,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		}
 	}
 	want := jetstream.ConsumerConfig{
-		Durable:       DurableName,
+		Durable:       wire.DurableName,
 		Description:   "pusher: delivers push.<uid> to WebSocket connections",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
@@ -142,18 +144,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 
 // ensureConsumer is ensureStream for the durable consumer.
 func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	cons, err := js.Consumer(ctx, StreamName, want.Durable)
+	cons, err := js.Consumer(ctx, wire.StreamName, want.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		cons, err = js.CreateConsumer(ctx, StreamName, want)
+		cons, err = js.CreateConsumer(ctx, wire.StreamName, want)
 		if errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) {
-			cons, err = js.Consumer(ctx, StreamName, want.Durable)
+			cons, err = js.Consumer(ctx, wire.StreamName, want.Durable)
 		}
 	case err == nil:
 		have := cons.CachedInfo().Config
 		if have.AckWait != want.AckWait || have.MaxDeliver != want.MaxDeliver ||
 			have.MaxAckPending != want.MaxAckPending || have.Replicas != want.Replicas {
-			cons, err = js.UpdateConsumer(ctx, StreamName, want)
+			cons, err = js.UpdateConsumer(ctx, wire.StreamName, want)
 		}
 	}
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Close codes pusher sends, beyond RFC 6455's (DESIGN.md).
@@ -258,7 +259,7 @@ func (h *Handler) authenticate(r *http.Request) (auth.Claims, string, error) {
 			return claims, "invalid token", err
 		}
 	}
-	if err := hub.ValidUID(claims.UID); err != nil {
+	if err := wire.ValidUID(claims.UID); err != nil {
 		return claims, "invalid uid", err
 	}
 	return claims, "", nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // TestRejections: every request the handler refuses gets its HTTP status
@@ -150,7 +151,7 @@ func TestRejections(t *testing.T) {
 		},
 		{
 			name:       "uid of 129 bytes",
-			giveHeader: bearer(withUID(strings.Repeat("u", hub.MaxUIDLen+1))),
+			giveHeader: bearer(withUID(strings.Repeat("u", wire.MaxUIDLen+1))),
 			wantStatus: http.StatusUnauthorized,
 			wantError:  "invalid uid",
 		},

@@ -1,0 +1,18 @@
+package wire
+
+// WebSocket close codes pusher sends, each with the reason text that goes
+// with it. 4001 and 4003 tell a client not to reconnect with the same
+// token.
+const (
+	CloseGoingAway     = 1001 // RFC 6455: the server is shutting down
+	CloseGoingAwayText = "server shutting down"
+
+	CloseKicked     = 4001 // pusher kick / pusher.kick.<uid> (logout)
+	CloseKickedText = "kicked"
+
+	CloseSlowClient     = 4002 // the send queue overflowed; reconnect
+	CloseSlowClientText = "slow client"
+
+	CloseTokenExpired     = 4003 // the token's exp passed; get a new one
+	CloseTokenExpiredText = "token expired"
+)
