@@ -46,7 +46,7 @@ func runToken(_ context.Context, env *environ, args []string) error {
 	}
 	key := *secret
 	if key == "" {
-		key = devSecret
+		key = auth.DevSecret
 		fmt.Fprintln(env.stderr, "pusher: warning: JWT_SECRET is not set; signing with the public development secret (accepted only by a pusher with embedded NATS and no JWT_SECRET)")
 	}
 	tok, err := auth.Sign([]byte(key), *uid, *ttl, time.Now())

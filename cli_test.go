@@ -87,14 +87,14 @@ func TestCLITokenVerifies(t *testing.T) {
 	if code != 0 || !strings.Contains(errOut, "development secret") {
 		t.Fatalf("dev token: exit %d, stderr %q", code, errOut)
 	}
-	dev, _ := auth.NewVerifier(auth.Config{HMACSecret: []byte(devSecret)})
+	dev, _ := auth.NewVerifier(auth.Config{HMACSecret: []byte(auth.DevSecret)})
 	if _, err := dev.Verify(strings.TrimSpace(out)); err != nil {
 		t.Fatalf("dev token does not verify: %v", err)
 	}
 }
 
 func TestCLIAgainstARunningPusher(t *testing.T) {
-	p := startPusher(t, nil)
+	p := startNode(t)
 	env := map[string]string{"PUSHER_NATS_URL": p.natsURL}
 	c := p.dial(t, "cli-user")
 

@@ -27,6 +27,7 @@ func TestDeps(t *testing.T) {
 		"ws":         {"hub", "auth", "wire"},
 		"cluster":    {"hub", "wire"},
 		"api":        {"wire"},
+		"server":     {"api", "auth", "cluster", "consumer", "hub", "natsserver", "web", "wire", "ws"},
 		"bench":      {"auth", "consumer", "wire"}, // a program, like main: it mints tokens and reads the streams
 	}
 	dirs, err := os.ReadDir(".")

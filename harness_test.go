@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/logging"
+	"github.com/pusher-io/pusher/server"
 )
 
 const testSecret = "test-secret-0123456789abcdef0123456789"
@@ -282,3 +284,44 @@ func streamMsgs(t testing.TB, js jetstream.JetStream, stream, filter string) uin
 	}
 	return n
 }
+
+// startNode runs one node in this process through server.New, with
+// embedded NATS on random ports and a temp data dir; its addresses come
+// from the node. It is stopped in t.Cleanup.
+func startNode(t testing.TB) *pusherRun {
+	t.Helper()
+	logs := newLogSink()
+	log, closeLog, err := logging.New(logs, logging.Config{Level: "info"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.Config{
+		HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:-1", DataDir: t.TempDir(),
+		Auth: auth.Config{HMACSecret: []byte(testSecret)},
+	}
+	s, err := server.New(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatalf("server.New: %v\n%s", err, logs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pusherRun{t: t, httpAddr: s.Addr().String(), natsURL: s.NATSURL(), logs: logs, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := s.Run(ctx)
+		stopCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
+		defer stop()
+		s.Close(stopCtx)
+		_ = closeLog()
+		p.done <- err
+	}()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+// Log events the process tests wait for (the contract's names).
+const (
+	evReady        = "pusher.ready"
+	evStopped      = "pusher.stopped"
+	evShutdownStep = "pusher.shutdown_incomplete"
+	evNATSUp       = "nats.reconnected"
+	evNATSDown     = "nats.disconnected"
+)

@@ -1,21 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/pusher-io/pusher/wire"
+	"github.com/pusher-io/pusher/server"
 )
 
 func TestMain(m *testing.M) {
@@ -26,217 +20,60 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func TestDeliversExactPayloadsToEveryConnectionOfTheUID(t *testing.T) {
-	p := startPusher(t, nil)
-	_, js := p.natsClient(t)
-	tab1 := p.dial(t, "123")
-	tab2 := p.dial(t, "123")
-	other := p.dial(t, "456")
-
-	publish(t, js, "push.123", []byte("Hello"))
-	binary := []byte{0xff, 0x00, 0xfe, 'x'}
-	publish(t, js, "push.123", binary)
-	for _, c := range []*websocket.Conn{tab1, tab2} {
-		typ, got := read(t, c, 5*time.Second)
-		if typ != websocket.TextMessage || string(got) != "Hello" {
-			t.Fatalf("got %d %q, want text Hello", typ, got)
-		}
-		typ, got = read(t, c, 5*time.Second)
-		if typ != websocket.BinaryMessage || !bytes.Equal(got, binary) {
-			t.Fatalf("got %d %x, want binary %x", typ, got, binary)
-		}
+// Every serve flag's environment variable lands in the node's Config.
+func TestServeEnvMapsToConfig(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(keyFile, []byte("PEM"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	// uid 456 got none of 123's messages: its first frame is its own.
-	publish(t, js, "push.456", []byte("for 456"))
-	if _, got := read(t, other, 5*time.Second); string(got) != "for 456" {
-		t.Fatalf("uid 456 first frame %q, want its own message", got)
+	env := map[string]string{
+		"PUSHER_HTTP_ADDR": "127.0.0.1:9999", "PUSHER_NATS_URL": "nats://a:4222,nats://b:4222",
+		"PUSHER_NATS_LISTEN": "127.0.0.1:5222", "PUSHER_DATA_DIR": "/var/lib/pusher",
+		"JWT_SECRET": "s3cret", "PUSHER_JWT_PUBLIC_KEY": keyFile, "PUSHER_JWT_ISSUER": "iss",
+		"PUSHER_JWT_AUDIENCE": "aud", "PUSHER_JWT_UID_CLAIM": "user",
+		"PUSHER_ALLOWED_ORIGINS": "https://a.example, https://b.example", "PUSHER_API_KEY": "k",
+		"PUSHER_PPROF_ADDR": "127.0.0.1:6060", "PUSHER_UI": "false", "PUSHER_ROUTING": "local",
+		"PUSHER_RETENTION": "1h", "PUSHER_DLQ_RETENTION": "2h", "PUSHER_ACK_WAIT": "40s",
+		"PUSHER_MAX_ACK_PENDING": "7", "PUSHER_REPLICAS": "3", "PUSHER_MAX_DELIVER": "9",
+		"PUSHER_BACKOFF": "1s,2s", "PUSHER_LOG_DELIVERED": "false", "PUSHER_REPLAY_ON_CONNECT": "false",
+		"PUSHER_SEND_QUEUE": "11", "PUSHER_MAX_CONNS": "12", "PUSHER_MAX_CONNS_PER_UID": "13",
+		"PUSHER_HANDSHAKE_TIMEOUT": "3s",
 	}
-	p.logs.wait(t, 5*time.Second, "push.delivered", map[string]any{"uid": "123", "seq": 1})
-	if strings.Contains(p.logs.String(), testSecret) {
-		t.Fatal("the JWT secret appears in the logs")
+	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
+	if err := f.parse(nil); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestThousandMessagesArriveInOrder(t *testing.T) {
-	p := startPusher(t, map[string]string{"PUSHER_LOG_DELIVERED": "false"})
-	_, js := p.natsClient(t)
-	c := p.dial(t, "order")
-	const n = 1000
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	futs := make([]jetstream.PubAckFuture, 0, n)
-	for i := range n {
-		f, err := js.PublishAsync("push.order", []byte(strconv.Itoa(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		futs = append(futs, f)
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("publishes not acked")
-	}
-	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		}
-	}
-	for i := range n {
-		_, got := read(t, c, 10*time.Second)
-		if string(got) != strconv.Itoa(i) {
-			t.Fatalf("message %d: got %q", i, got)
-		}
-	}
-	if len(p.logs.find("push.delivered", nil)) != 0 {
-		t.Fatal("PUSHER_LOG_DELIVERED=false still logged push.delivered")
-	}
-	// Every message was acked: nothing is pending or awaiting ack.
-	cons, err := js.Consumer(ctx, wire.StreamName, wire.DurableName)
+	got, err := c.config()
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "all acked", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == n
-	})
-}
-
-func TestOfflineIsDeadLetteredThenReplayedOnConnect(t *testing.T) {
-	p := startPusher(t, nil)
-	_, js := p.natsClient(t)
-	seq := publish(t, js, "push.away", []byte("while you were out"))
-	p.logs.wait(t, 10*time.Second, "push.deadlettered", map[string]any{"uid": "away", "reason": "offline"})
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	dlq, err := js.Stream(ctx, wire.DLQStreamName)
-	if err != nil {
-		t.Fatal(err)
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"http", got.HTTPAddr == "127.0.0.1:9999"},
+		{"nats url", got.NATSURL == "nats://a:4222,nats://b:4222"},
+		{"nats listen", got.NATSListen == "127.0.0.1:5222"},
+		{"data dir", got.DataDir == "/var/lib/pusher"},
+		{"secret", string(got.Auth.HMACSecret) == "s3cret"},
+		{"public key", string(got.Auth.PublicKeyPEM) == "PEM"},
+		{"iss aud claim", got.Auth.Issuer == "iss" && got.Auth.Audience == "aud" && got.Auth.UIDClaim == "user"},
+		{"origins", slices.Equal(got.AllowedOrigins, []string{"https://a.example", "https://b.example"})},
+		{"api key", got.APIKey == "k"},
+		{"pprof", got.PprofAddr == "127.0.0.1:6060"},
+		{"ui", got.UIOff},
+		{"routing", got.Routing == server.RoutingLocal},
+		{"retention", got.Topology.Retention == time.Hour && got.Topology.DLQRetention == 2*time.Hour},
+		{"ack wait", got.Topology.AckWait == 40*time.Second && got.Topology.MaxAckPending == 7},
+		{"replicas", got.Topology.Replicas == 3},
+		{"deliveries", got.MaxDeliver == 9 && slices.Equal(got.Backoff, []time.Duration{time.Second, 2 * time.Second})},
+		{"quiet", got.QuietDelivered && got.NoReplayOnConnect},
+		{"limits", got.SendQueue == 11 && got.MaxConns == 12 && got.MaxConnsPerUID == 13},
+		{"handshake", got.HandshakeTimeout == 3*time.Second},
 	}
-	raw, err := dlq.GetLastMsgForSubject(ctx, "dlq.push.away")
-	if err != nil {
-		t.Fatalf("dead letter not in PUSH_DLQ: %v", err)
-	}
-	if string(raw.Data) != "while you were out" {
-		t.Fatalf("dead letter payload %q", raw.Data)
-	}
-	wantHeaders := map[string]string{
-		"Pusher-Reason":           "offline",
-		"Pusher-Original-Subject": "push.away",
-		"Pusher-Original-Seq":     strconv.FormatUint(seq, 10),
-		"Pusher-Deliveries":       "1",
-	}
-	for k, v := range wantHeaders {
-		if got := raw.Header.Get(k); got != v {
-			t.Errorf("header %s = %q, want %q", k, got, v)
+	for _, ck := range checks {
+		if !ck.ok {
+			t.Errorf("%s not mapped: %+v", ck.name, got)
 		}
 	}
-	if _, err := time.Parse(time.RFC3339, raw.Header.Get("Pusher-Failed-At")); err != nil {
-		t.Errorf("Pusher-Failed-At %q: %v", raw.Header.Get("Pusher-Failed-At"), err)
-	}
-
-	c := p.dial(t, "away")
-	if _, got := read(t, c, 10*time.Second); string(got) != "while you were out" {
-		t.Fatalf("replayed %q", got)
-	}
-	waitFor(t, 10*time.Second, "DLQ empty for away", func() bool {
-		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.away") == 0
-	})
-}
-
-func TestMalformedSubjectIsDeadLettered(t *testing.T) {
-	p := startPusher(t, nil)
-	_, js := p.natsClient(t)
-	long := strings.Repeat("x", 129) // one token, but longer than a uid may be
-	publish(t, js, "push."+long, []byte("lost?"))
-	p.logs.wait(t, 10*time.Second, "push.deadlettered", map[string]any{"reason": "bad_subject"})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	dlq, _ := js.Stream(ctx, wire.DLQStreamName)
-	raw, err := dlq.GetLastMsgForSubject(ctx, "dlq.push._bad_subject")
-	if err != nil {
-		t.Fatalf("bad-subject dead letter: %v", err)
-	}
-	if raw.Header.Get("Pusher-Original-Subject") != "push."+long || string(raw.Data) != "lost?" {
-		t.Fatalf("dead letter %v %q", raw.Header, raw.Data)
-	}
-}
-
-func TestKickOverNATSClosesWith4001(t *testing.T) {
-	p := startPusher(t, nil)
-	nc, _ := p.natsClient(t)
-	c := p.dial(t, "kickme")
-	if err := nc.Publish("pusher.kick.kickme", nil); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err := c.ReadMessage()
-	if !websocket.IsCloseError(err, 4001) || !strings.Contains(err.Error(), "kicked") {
-		t.Fatalf("read after kick: %v, want close 4001 kicked", err)
-	}
-}
-
-func TestHealthAndReadiness(t *testing.T) {
-	p := startPusher(t, nil)
-	for path, want := range map[string]string{"/healthz": `"status":"ok"`, "/readyz": `"ready":true`} {
-		resp, err := http.Get("http://" + p.httpAddr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body bytes.Buffer
-		_, _ = body.ReadFrom(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(body.String(), want) {
-			t.Fatalf("%s: %d %s", path, resp.StatusCode, body.String())
-		}
-	}
-}
-
-func TestGracefulShutdownClosesWith1001AndExitsCleanly(t *testing.T) {
-	p := startPusher(t, nil)
-	c := p.dial(t, "bye")
-	closed := make(chan error, 1)
-	go func() {
-		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, _, err := c.ReadMessage()
-		closed <- err
-	}()
-	if err := p.stop(); err != nil {
-		t.Fatalf("run returned %v", err)
-	}
-	err := <-closed
-	if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Fatalf("client saw %v, want close 1001", err)
-	}
-	p.logs.wait(t, time.Second, "pusher.stopped", nil)
-	if l := p.logs.find("pusher.shutdown_incomplete", nil); len(l) > 0 {
-		t.Fatalf("shutdown incomplete: %v", l)
-	}
-}
-
-func TestWebSocketQueryTokenAndRejection(t *testing.T) {
-	p := startPusher(t, nil)
-	c, _, err := websocket.DefaultDialer.Dial(p.wsURL("token="+token(t, "q", time.Hour)), nil)
-	if err != nil {
-		t.Fatalf("query token: %v", err)
-	}
-	c.Close()
-	_, resp, err := websocket.DefaultDialer.Dial(p.wsURL("token=garbage"), nil)
-	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("garbage token: err %v resp %v, want 401", err, resp)
-	}
-	var body map[string]string
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if body["error"] == "" {
-		t.Fatalf("401 without JSON error: %v", body)
-	}
-	p.logs.wait(t, time.Second, "auth.rejected", nil)
-	if strings.Contains(p.logs.String(), "garbage") {
-		t.Fatal("a rejected token appears in the logs")
-	}
-	_ = fmt.Sprint()
 }

@@ -8,6 +8,12 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// DevSecret signs and verifies tokens when no key is configured and NATS
+// is embedded, so the five-minute path needs no setup. It is public: the
+// server warns when it uses it and refuses it with an external NATS,
+// which means a real deployment.
+const DevSecret = "pusher-dev-secret-do-not-use-in-production"
+
 // Sign mints an HS256 development token for uid, valid from now for ttl:
 // claims uid and sub (both uid), iat and nbf (now) and exp (now+ttl), at
 // one-second precision. It is what the `pusher token` CLI prints; a Verifier

@@ -1,145 +1,193 @@
-// Package cluster routes pulled messages to whichever pusher nodes hold the
-// uid, using NATS subject interest as the presence registry: a node
-// subscribes pusher.deliver.<uid> while the uid has a local connection, and
-// the node that pulled a message asks that subject to deliver it.
+// Package cluster carries everything that travels between pusher nodes over
+// core NATS: delivery requests to whichever nodes hold a uid (NATS subject
+// interest is the presence registry), kicks, replay notices, and replay
+// after a reconnect. One node is a cluster of one: the same Node serves it,
+// delivering to local connections only.
 package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
-const deliverPrefix = "pusher.deliver."
-
-// DeliverSubject is the core NATS subject a node holding uid listens on.
-func DeliverSubject(uid string) string { return deliverPrefix + uid }
-
-// Reply bodies of a delivery request.
-var (
-	replyOK   = []byte("ok")   // written to at least one local connection
-	replyFail = []byte("fail") // every local write failed
-)
-
-// Errors a Router reports for a message, besides hub.ErrOffline.
-var (
-	// ErrTimeout: no node answered in time; the consumer retries.
-	ErrTimeout = fmt.Errorf("cluster: %w", hub.ErrTimeout)
-	// ErrRemoteFailed: a node holding the uid could not write.
-	ErrRemoteFailed = errors.New("delivery failed on the node holding the uid")
-)
+// Replayer republishes a user's offline dead letters; consumer.Replayer
+// implements it. TriggerReplay must not block.
+type Replayer interface {
+	TriggerReplay(uid string)
+}
 
 // Config tunes a Node. Zero values mean the documented default.
 type Config struct {
-	// Timeout bounds a delivery request; default 15s, above the
-	// WebSocket write deadline (10s), so a slow write is not retried while
-	// it is still going.
+	// Routing delivers each message to every node holding its uid,
+	// through NATS; without it a node delivers to its own connections
+	// only (one node, or an embedded NATS that no other node shares).
+	Routing bool
+	// Timeout bounds a delivery request to other nodes; default 15s,
+	// above the WebSocket write deadline (10s), so a slow write is not
+	// retried while it is still going.
 	Timeout time.Duration
-	// Workers handle delivery requests for local uids; default 4.
+	// Stall is how long the other nodes still have to answer once one
+	// node answered that it failed or no longer holds the uid; default
+	// 1s. NATS does not say how many nodes a request reached, so this is
+	// the usual way to gather several replies: a success within it wins
+	// (the message is acked, not nacked into a duplicate).
+	Stall time.Duration
+	// Workers serve delivery requests for local uids; default 4.
 	Workers int
-	// Buffer is the shared request channel's length; default 65536.
+	// Buffer is the shared delivery-request channel's length; default 65536.
 	Buffer int
 }
 
-// Node is this process's part of the cluster: it answers delivery
-// requests for its local uids and routes pulled messages to any node. It
-// implements consumer.Router.
+func (c Config) withDefaults() (Config, error) {
+	if c.Timeout == 0 {
+		c.Timeout = 15 * time.Second
+	}
+	if c.Stall == 0 {
+		c.Stall = time.Second
+	}
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.Buffer == 0 {
+		c.Buffer = 65536
+	}
+	if c.Timeout < 0 || c.Stall < 0 || c.Workers < 1 || c.Buffer < 1 {
+		return c, fmt.Errorf("cluster config: timeout %s, stall %s, workers %d, buffer %d must be positive",
+			c.Timeout, c.Stall, c.Workers, c.Buffer)
+	}
+	return c, nil
+}
+
+// Log event names.
+const (
+	evKicked          = "ws.kicked"
+	evKickRefused     = "ws.kick_refused"
+	evSubscribeFailed = "cluster.subscribe_failed"
+	evNoticeFailed    = "dlq.replay_notice_failed"
+)
+
+// Node is this process's part of the cluster. It implements
+// consumer.Router, and hub.Config.OnPresence is its OnPresence.
+//
+// Lifecycle: New, Start, Close. Start subscribes; Close unsubscribes,
+// stops the goroutines Start began, and fails what still awaits a reply.
 type Node struct {
+	// Static after New.
 	nc  *nats.Conn
 	hub *hub.Hub
+	rep Replayer
 	log *zap.Logger
 	cfg Config
 
-	// Requests this node sent, by id, awaiting a reply. Guarded by mu.
+	// Requests this node sent to others, by id. Guarded by mu, which also
+	// guards every routed's outcome fields.
 	mu      sync.Mutex
-	pending map[uint64]pendingReq
+	pending map[uint64]*routed
 	nextID  uint64
-	prefix  string // reply subject prefix; ids follow
-	inbox   *nats.Subscription
+	prefix  string // reply subject prefix; ids follow; set by Start
 
-	// Presence: one subscription per local uid, all feeding requests.
-	// Guarded by subsMu.
+	// Presence: one subscription to pusher.deliver.<uid> per local uid,
+	// all feeding requests. Guarded by subsMu.
 	subsMu   sync.Mutex
 	subs     map[string]*nats.Subscription
 	requests chan *nats.Msg
 
+	own    []*nats.Subscription // kicks, replay notices, reply inbox
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-type pendingReq struct {
-	m        *hub.Message
-	deadline time.Time
-}
-
-// New returns a Node over nc and the local hub h; it does nothing until
-// Start. Build the hub with Config.OnPresence set to the Node's
-// OnPresence (main wires it with a closure, as the hub exists first).
-func New(nc *nats.Conn, h *hub.Hub, log *zap.Logger, cfg Config) (*Node, error) {
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 15 * time.Second
+// New returns a Node over nc and the local hub h; rep replays for users
+// who come back. It does nothing until Start. With Routing, nc must have
+// been connected with nats.NoEcho: the node delivers to its own
+// connections directly and asks only the other nodes through NATS.
+//
+// Build the hub with Config.OnPresence set to the Node's OnPresence (the
+// hub exists first, so the caller wires it with a closure).
+func New(nc *nats.Conn, h *hub.Hub, rep Replayer, log *zap.Logger, cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Workers == 0 {
-		cfg.Workers = 4
-	}
-	if cfg.Buffer == 0 {
-		cfg.Buffer = 65536
-	}
-	if cfg.Timeout < 0 || cfg.Workers < 1 || cfg.Buffer < 1 {
-		return nil, fmt.Errorf("cluster config: timeout %s, workers %d, buffer %d must be positive", cfg.Timeout, cfg.Workers, cfg.Buffer)
+	if cfg.Routing && !nc.Opts.NoEcho {
+		return nil, fmt.Errorf("cluster routing needs a NATS connection made with nats.NoEcho")
 	}
 	return &Node{
 		nc:       nc,
 		hub:      h,
+		rep:      rep,
 		log:      log.Named("cluster"),
 		cfg:      cfg,
-		pending:  make(map[uint64]pendingReq),
+		pending:  make(map[uint64]*routed),
 		subs:     make(map[string]*nats.Subscription),
 		requests: make(chan *nats.Msg, cfg.Buffer),
 	}, nil
 }
 
-// Start subscribes the reply inbox and starts the request workers and the
-// timeout sweeper. Close stops them.
+// Start subscribes to kicks and, with Routing, to replay notices and
+// delivery replies, and starts the request workers and the timeout
+// sweeper. On error it undoes what it did.
 func (n *Node) Start() error {
-	n.prefix = n.nc.NewInbox() + "."
-	inbox, err := n.nc.Subscribe(n.prefix+"*", n.onReply)
-	if err != nil {
-		return fmt.Errorf("subscribe delivery replies: %w", err)
-	}
-	n.inbox = inbox
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	for range n.cfg.Workers {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.serveRequests(ctx) }()
+	if err := n.subscribe(wire.KickSubjects, n.onKick); err != nil {
+		n.Close()
+		return err
 	}
-	status := n.nc.StatusChanged(nats.RECONNECTING)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.cfg.Routing {
+		return nil
+	}
+	n.prefix = n.nc.NewInbox() + "."
+	if err := n.subscribe(n.prefix+"*", n.onReply); err != nil {
+		n.Close()
+		return err
+	}
+	if err := n.subscribe(wire.ReplaySubjects, n.onReplayNotice); err != nil {
+		n.Close()
+		return err
+	}
+	for range n.cfg.Workers {
+		n.goLoop(func() { n.serveRequests(ctx) })
+	}
+	status := n.nc.StatusChanged(nats.RECONNECTING, nats.CONNECTED)
+	n.goLoop(func() {
 		defer n.nc.RemoveStatusListener(status)
 		n.sweep(ctx, status)
-	}()
+	})
 	return nil
 }
 
-// Close unsubscribes everything, fails what still awaits a reply (the
-// consumer retries it) and stops the goroutines. Idempotent.
-func (n *Node) Close() {
-	if n.inbox != nil {
-		_ = n.inbox.Unsubscribe()
+func (n *Node) subscribe(subject string, cb nats.MsgHandler) error {
+	s, err := n.nc.Subscribe(subject, cb)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}
+	n.own = append(n.own, s)
+	return nil
+}
+
+func (n *Node) goLoop(f func()) {
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); f() }()
+}
+
+// Close unsubscribes everything, stops the goroutines and fails what
+// still awaits a reply from another node (the consumer retries it). Call
+// it after the local connections are gone, so no local write is still
+// pending. Idempotent.
+func (n *Node) Close() {
+	for _, s := range n.own {
+		_ = s.Unsubscribe()
+	}
+	n.own = nil
 	n.subsMu.Lock()
 	for uid, s := range n.subs {
 		_ = s.Unsubscribe()
@@ -150,171 +198,75 @@ func (n *Node) Close() {
 		n.cancel()
 	}
 	n.wg.Wait()
-	n.mu.Lock()
-	left := n.pending
-	n.pending = make(map[uint64]pendingReq)
-	n.mu.Unlock()
-	for _, p := range left {
-		p.m.Reporter.Report(p.m, ErrTimeout)
-	}
-}
-
-// Route implements consumer.Router: it asks every node holding uid,
-// through NATS, to deliver m. It always returns 1: the outcome is known
-// only from the reply, and m's Reporter gets it: nil on a success reply,
-// hub.ErrOffline on "no responders", an error on failure or timeout.
-func (n *Node) Route(uid string, m *hub.Message) int {
-	n.mu.Lock()
-	n.nextID++
-	id := n.nextID
-	n.pending[id] = pendingReq{m: m, deadline: time.Now().Add(n.cfg.Timeout)}
-	n.mu.Unlock()
-	req := &nats.Msg{Subject: DeliverSubject(uid), Reply: n.prefix + strconv.FormatUint(id, 36), Data: m.Data}
-	if err := n.nc.PublishMsg(req); err != nil {
-		if p, ok := n.take(id); ok {
-			p.m.Reporter.Report(p.m, fmt.Errorf("send delivery request: %w", err))
-		}
-	}
-	return 1
+	n.failAll(ErrTimeout)
 }
 
 // Online reports whether uid has a connection on this node.
 func (n *Node) Online(uid string) bool { return n.hub.Online(uid) }
 
-func (n *Node) take(id uint64) (pendingReq, bool) {
-	n.mu.Lock()
-	p, ok := n.pending[id]
-	delete(n.pending, id)
-	n.mu.Unlock()
-	return p, ok
+// StoredOffline implements consumer.Router: an offline dead letter of uid
+// is stored, so whichever node holds uid now replays it (this one
+// directly, the others on the notice).
+func (n *Node) StoredOffline(uid string) {
+	if n.hub.Online(uid) {
+		n.rep.TriggerReplay(uid)
+	}
+	if !n.cfg.Routing {
+		return
+	}
+	if err := n.nc.Publish(wire.ReplaySubject(uid), nil); err != nil {
+		n.log.Warn(evNoticeFailed, zap.String("uid", uid), zap.Error(err))
+	}
 }
 
-// onReply settles a request from its reply; a late reply for a request
-// that already timed out is ignored (the message was retried).
-func (n *Node) onReply(msg *nats.Msg) {
-	id, err := strconv.ParseUint(strings.TrimPrefix(msg.Subject, n.prefix), 36, 64)
+// onReplayNotice handles pusher.replay.<uid>: another node stored an
+// offline dead letter for uid; if uid is connected here, replay it.
+func (n *Node) onReplayNotice(m *nats.Msg) {
+	uid, err := wire.UIDFromReplaySubject(m.Subject)
+	if err == nil && n.hub.Online(uid) {
+		n.rep.TriggerReplay(uid)
+	}
+}
+
+// onKick closes uid's local connections with 4001 (every node subscribes,
+// so a kick reaches all of them) and answers how many it closed.
+func (n *Node) onKick(m *nats.Msg) {
+	uid, err := wire.UIDFromKickSubject(m.Subject)
 	if err != nil {
+		n.log.Warn(evKickRefused, zap.String("subject", m.Subject), zap.Error(err))
 		return
 	}
-	p, ok := n.take(id)
-	if !ok {
-		return
-	}
-	switch {
-	case len(msg.Data) == 0 && msg.Header.Get("Status") == "503":
-		p.m.Reporter.Report(p.m, hub.ErrOffline)
-	case string(msg.Data) == string(replyOK):
-		p.m.Reporter.Report(p.m, nil)
-	default:
-		p.m.Reporter.Report(p.m, fmt.Errorf("%w: %s", ErrRemoteFailed, msg.Data))
-	}
-}
-
-// sweep fails requests whose deadline passed, a few times per timeout,
-// and every pending request when the NATS connection drops: replies to
-// requests sent over the lost connection will not come, and waiting out
-// the timeout would only hold their messages back.
-func (n *Node) sweep(ctx context.Context, reconnecting <-chan nats.Status) {
-	t := time.NewTicker(max(n.cfg.Timeout/8, 10*time.Millisecond))
-	defer t.Stop()
-	var expired []pendingReq
-	for {
-		var cutoff time.Time
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			cutoff = now
-		case <-reconnecting:
-			cutoff = time.Now().Add(n.cfg.Timeout + time.Second) // all of them
-		}
-		{
-			n.mu.Lock()
-			for id, p := range n.pending {
-				if cutoff.After(p.deadline) {
-					expired = append(expired, p)
-					delete(n.pending, id)
-				}
-			}
-			n.mu.Unlock()
-			for i, p := range expired {
-				p.m.Reporter.Report(p.m, ErrTimeout)
-				expired[i] = pendingReq{}
-			}
-			expired = expired[:0]
-		}
+	closed := n.hub.Kick(uid, wire.CloseKicked, wire.CloseKickedText)
+	n.log.Info(evKicked, zap.String("uid", uid), zap.Int("conns", closed))
+	if m.Reply != "" {
+		_ = m.Respond(fmt.Appendf(nil, `{"closed":%d}`, closed))
 	}
 }
 
 // OnPresence keeps exactly one subscription to pusher.deliver.<uid> while
 // uid has a local connection; it is hub.Config.OnPresence. It reconciles
 // with the hub's current truth, so calls that race or arrive out of order
-// still converge. A new subscription is flushed before OnPresence returns,
-// so the NATS server knows the interest before the client's upgrade
-// completes (hub.Add runs before it).
+// still converge. It never waits on NATS: the subscription reaches the
+// server with the connection's next flush, and a message that finds no
+// interest in between is dead-lettered offline and replayed to the user
+// through StoredOffline.
 func (n *Node) OnPresence(uid string) {
+	if !n.cfg.Routing {
+		return
+	}
 	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
 	online, sub := n.hub.Online(uid), n.subs[uid]
-	subscribed := false
 	switch {
 	case online && sub == nil:
-		s, err := n.nc.ChanSubscribe(DeliverSubject(uid), n.requests)
+		s, err := n.nc.ChanSubscribe(wire.DeliverSubject(uid), n.requests)
 		if err != nil {
-			n.subsMu.Unlock()
-			n.log.Error("cluster.subscribe_failed", zap.String("uid", uid), zap.Error(err))
+			n.log.Error(evSubscribeFailed, zap.String("uid", uid), zap.Error(err))
 			return
 		}
 		n.subs[uid] = s
-		subscribed = true
 	case !online && sub != nil:
 		_ = sub.Unsubscribe()
 		delete(n.subs, uid)
 	}
-	n.subsMu.Unlock()
-	if subscribed {
-		if err := n.nc.FlushTimeout(presenceFlushTimeout); err != nil {
-			n.log.Warn("cluster.flush_failed", zap.String("uid", uid), zap.Error(err))
-		}
-	}
-}
-
-// presenceFlushTimeout bounds the wait for the server to confirm a new
-// presence subscription; past it the connection proceeds anyway.
-const presenceFlushTimeout = 2 * time.Second
-
-// serveRequests delivers requests for local uids to their connections.
-func (n *Node) serveRequests(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case msg := <-n.requests:
-			n.serve(msg)
-		}
-	}
-}
-
-// remote is a delivery request being written to local connections; it
-// replies to the requester with the outcome.
-type remote struct {
-	msg *nats.Msg
-	m   hub.Message
-}
-
-// Report implements hub.Reporter.
-func (r *remote) Report(_ *hub.Message, err error) {
-	body := replyOK
-	if err != nil {
-		body = replyFail
-	}
-	_ = r.msg.Respond(body)
-}
-
-func (n *Node) serve(msg *nats.Msg) {
-	uid := strings.TrimPrefix(msg.Subject, deliverPrefix)
-	r := &remote{msg: msg}
-	r.m = hub.Message{Data: msg.Data, Binary: !utf8.Valid(msg.Data), Reporter: r}
-	// A uid that left meanwhile gets no answer from here: another node may
-	// hold it, and if none does the requester times out and retries.
-	n.hub.Route(uid, &r.m)
 }

@@ -1,18 +1,17 @@
-// Package consumer pulls push.<uid> messages from JetStream, hands each to the
-// uid's connections through a Router, and settles it from the outcome: ack
-// after a write, nak with back-off, or dead-letter with the payload.
+// Package consumer is pusher's JetStream side: it creates the streams and
+// the durable consumer, pulls push.<uid> messages, hands each to a Router,
+// and settles it from the outcome (ack, nak with back-off, or dead-letter
+// with the payload); it also reads and replays dead letters.
 package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -21,19 +20,21 @@ import (
 	"github.com/pusher-io/pusher/wire"
 )
 
-// Router delivers to a uid's live connections. *hub.Hub implements it for
-// one node; a cluster-wide route can implement it later without changes
-// here.
+// Router delivers to uid's live connections, wherever they are. The
+// consumer declares it so that one node and a cluster of nodes serve
+// alike (cluster.Node implements it for both).
 type Router interface {
-	// Route hands m to uid's connections and returns how many there are;
-	// 0 means offline and m's Reporter is not called. Otherwise the
-	// Reporter is called exactly once; hub.ErrOffline there also means
-	// offline (a router that learns it late). Route must not block.
-	Route(uid string, m *hub.Message) int
-	// Online reports whether uid has a live connection. The consumer asks
-	// after storing an offline dead letter, so that a connect racing the
-	// dead-lettering still gets it replayed.
+	// Route hands m to uid's connections and reports the outcome through
+	// m.Reporter exactly once, possibly before it returns: nil once a
+	// connection has the message, hub.ErrOffline when uid has none, or
+	// the failure. Route must not block.
+	Route(uid string, m *hub.Message)
+	// Online reports whether uid has a live connection on this node.
 	Online(uid string) bool
+	// StoredOffline is told after an offline dead letter for uid was
+	// stored, so that a connect that raced the dead-lettering (on any
+	// node) still gets it replayed. It must not block.
+	StoredOffline(uid string)
 }
 
 // Config tunes a Consumer. Zero values mean the documented default.
@@ -52,19 +53,12 @@ type Config struct {
 	// QuietDelivered drops the per-message push.delivered log line;
 	// failures are always logged.
 	QuietDelivered bool
-	// ReplayWorkers replay dead letters to users who connect; default 2.
-	ReplayWorkers int
 	// MonitorInterval is how often consumer state is read, for metrics and
 	// to notice a deleted consumer; default 5s.
 	MonitorInterval time.Duration
 	// Registerer receives pusher_messages_total and
 	// pusher_delivery_latency_seconds; nil keeps them unregistered.
 	Registerer prometheus.Registerer
-	// Broadcast announces each stored offline dead letter on core NATS
-	// pusher.replay.<uid>, and replays for local uids announced by any
-	// node. With several nodes the uid may be connected elsewhere, where
-	// the local Online check cannot see it.
-	Broadcast bool
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -76,9 +70,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PullBatch == 0 {
 		c.PullBatch = 1000
-	}
-	if c.ReplayWorkers == 0 {
-		c.ReplayWorkers = 2
 	}
 	if c.MonitorInterval == 0 {
 		c.MonitorInterval = 5 * time.Second
@@ -93,8 +84,6 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("max deliver %d: want at least 1", c.MaxDeliver)
 	case c.PullBatch < 1:
 		return c, fmt.Errorf("pull batch %d: want at least 1", c.PullBatch)
-	case c.ReplayWorkers < 1:
-		return c, fmt.Errorf("replay workers %d: want at least 1", c.ReplayWorkers)
 	}
 	for _, d := range c.Backoff {
 		if d < 0 {
@@ -107,7 +96,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Log event names (DESIGN.md: stable, shipped to the log stack).
+// Log event names (README: stable, shipped to the log stack).
 const (
 	evDelivered    = "push.delivered"
 	evRetry        = "push.retry"
@@ -127,11 +116,11 @@ const (
 // Lifecycle: New, Start, then Drain (stop pulling, finish in-flight) and
 // Close (stop workers). Close alone also works.
 type Consumer struct {
+	// Static after New.
 	js     jetstream.JetStream
 	router Router
 	log    *zap.Logger
 	cfg    Config
-	dlq    *DLQ
 	met    *metrics
 
 	// delivered and failures carry jobs from connection writers to the
@@ -150,23 +139,24 @@ type Consumer struct {
 	idle     chan struct{} // signalled when inflight drops to zero
 	stopping atomic.Bool   // failures are nacked at once during shutdown
 
-	replays replayQueue
-
-	mu      sync.Mutex // guards cc, pulling
+	// mu guards cc and every write of pulling, so that a recreate (monitor)
+	// and Drain agree on which ConsumeContext is live. It is never held
+	// across a NATS round trip; pulling is also read without it (Ready).
+	mu      sync.Mutex
 	cc      jetstream.ConsumeContext
-	pulling bool
+	pulling atomic.Bool
 
 	// fields reuses the per-message log line's field slice: zap encodes
 	// fields synchronously and keeps none, and the variadic call would
 	// otherwise put 256 bytes on the heap for every delivered message.
 	fields sync.Pool
 
-	replaySub *nats.Subscription // pusher.replay.*, with Broadcast
+	// Set by the monitor from consumer info, read by metrics and Ready.
+	consumerOK atomic.Bool
+	pending    atomic.Uint64 // num_pending from the last consumer info
+	ackPending atomic.Int64  // num_ack_pending from the last consumer info
+	recreate   chan struct{}
 
-	consumerOK  atomic.Bool
-	pending     atomic.Uint64 // num_pending from the last consumer info
-	ackPending  atomic.Int64  // num_ack_pending from the last consumer info
-	recreate    chan struct{}
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
@@ -191,7 +181,6 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 		router:      router,
 		log:         log.Named("consumer"),
 		cfg:         cfg,
-		dlq:         NewDLQ(js),
 		delivered:   make(chan *job, cfg.Topology.MaxAckPending),
 		failures:    make(chan *job, cfg.Topology.MaxAckPending),
 		dlqAcks:     make(chan pendingDeadLetter, dlqAckBuffer),
@@ -199,7 +188,6 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 		recreate:    make(chan struct{}, 1),
 		workersDone: make(chan struct{}),
 	}
-	c.replays.wake = make(chan struct{}, 1)
 	c.fields.New = func() any { s := make([]zap.Field, 0, 4); return &s }
 	return c, nil
 }
@@ -213,63 +201,53 @@ const pullExpiry = 5 * time.Second
 const topologyAttempt = 10 * time.Second
 
 // dlqAckBuffer bounds dead letters awaiting their PubAck. When it is full
-// dispatch waits, which is the back-pressure we want if the DLQ stream is
-// slow: nothing is dropped.
+// the failure worker waits, which is the back-pressure we want if the DLQ
+// stream is slow: nothing is dropped.
 const dlqAckBuffer = 4096
 
 // Start ensures the topology (retrying until ctx ends), starts the workers
 // and begins pulling. ctx bounds the setup only; Drain and Close end what
-// Start began.
+// Start began. After an error nothing of the Consumer runs.
 func (c *Consumer) Start(ctx context.Context) error {
-	var cons jetstream.Consumer
-	var err error
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, topologyAttempt)
-		cons, err = EnsureTopology(actx, c.js, c.cfg.Topology)
-		cancel()
-		if err == nil {
-			break
-		}
-		c.log.Warn(evConsumerErr, zap.Int("attempt", attempt), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(attempt) * time.Second):
-		}
+	cons, err := c.ensureTopology(ctx)
+	if err != nil {
+		close(c.workersDone)
+		return err
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.mu.Lock()
-	c.pulling = true
-	err = c.consumeLocked(cons)
-	c.mu.Unlock()
-	if err != nil {
+	c.pulling.Store(true)
+	if err := c.consume(cons); err != nil {
+		c.pulling.Store(false)
 		cancel()
 		close(c.workersDone)
 		return err
 	}
 	c.consumerOK.Store(true)
-	if c.cfg.Broadcast {
-		sub, err := c.js.Conn().Subscribe(wire.ReplaySubjects, c.onReplayNotice)
-		if err != nil {
-			c.mu.Lock()
-			c.cc.Stop()
-			c.mu.Unlock()
-			cancel()
-			close(c.workersDone)
-			return fmt.Errorf("subscribe %s: %w", wire.ReplaySubjects, err)
-		}
-		c.replaySub = sub
-	}
 	c.goWorker(func() { c.ackWorker(wctx) })
 	c.goWorker(func() { c.failureWorker(wctx) })
 	c.goWorker(func() { c.deadLetterWorker(wctx) })
 	c.goWorker(func() { c.monitor(wctx) })
-	for range c.cfg.ReplayWorkers {
-		c.goWorker(func() { c.replayWorker(wctx) })
-	}
 	go func() { c.wg.Wait(); close(c.workersDone) }()
 	return nil
+}
+
+// ensureTopology calls EnsureTopology until it succeeds or ctx ends.
+func (c *Consumer) ensureTopology(ctx context.Context) (jetstream.Consumer, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, topologyAttempt)
+		cons, err := EnsureTopology(actx, c.js, c.cfg.Topology)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		c.log.Warn(evConsumerErr, zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
 }
 
 func (c *Consumer) goWorker(f func()) {
@@ -277,8 +255,10 @@ func (c *Consumer) goWorker(f func()) {
 	go func() { defer c.wg.Done(); f() }()
 }
 
-// consumeLocked starts pulling from cons; c.mu must be held.
-func (c *Consumer) consumeLocked(cons jetstream.Consumer) error {
+// consume starts pulling from cons and makes it the live ConsumeContext,
+// stopping the one it replaces. The pull starts without c.mu held; if
+// Drain stopped pulling meanwhile, the new one is stopped at once.
+func (c *Consumer) consume(cons jetstream.Consumer) error {
 	cc, err := cons.Consume(c.handle,
 		jetstream.PullMaxMessages(c.cfg.PullBatch),
 		// A pull that is lost (a consumer leader elected a moment ago
@@ -290,25 +270,39 @@ func (c *Consumer) consumeLocked(cons jetstream.Consumer) error {
 			c.log.Warn(evConsumerErr, zap.Error(err))
 			if isGone(err) {
 				c.consumerOK.Store(false)
-				select {
-				case c.recreate <- struct{}{}:
-				default:
-				}
+				c.askRecreate()
 			}
 		}))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", wire.DurableName, err)
 	}
+	c.mu.Lock()
+	if !c.pulling.Load() {
+		c.mu.Unlock()
+		cc.Stop()
+		return nil
+	}
+	old := c.cc
 	c.cc = cc
+	c.mu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
 	return nil
 }
 
-// Ready reports whether the consumer is pulling from a consumer that exists.
+// askRecreate has the monitor check the topology now.
+func (c *Consumer) askRecreate() {
+	select {
+	case c.recreate <- struct{}{}:
+	default:
+	}
+}
+
+// Ready reports whether the consumer is pulling from a consumer that
+// exists. It takes no lock, so /readyz never waits behind a recreate.
 func (c *Consumer) Ready() bool {
-	c.mu.Lock()
-	pulling := c.pulling
-	c.mu.Unlock()
-	return pulling && c.consumerOK.Load() && c.js.Conn().IsConnected()
+	return c.pulling.Load() && c.consumerOK.Load() && c.js.Conn().IsConnected()
 }
 
 // Stats are the consumer figures an operator watches.
@@ -329,7 +323,7 @@ func (c *Consumer) Stats() Stats {
 func (c *Consumer) Drain(ctx context.Context) error {
 	c.mu.Lock()
 	cc := c.cc
-	c.pulling = false
+	c.pulling.Store(false)
 	c.mu.Unlock()
 	if cc != nil {
 		// Drain hands buffered messages to the handler before closing,
@@ -352,9 +346,6 @@ func (c *Consumer) Close(ctx context.Context) error {
 	c.stopping.Store(true)
 	err := c.Drain(ctx)
 	c.closeOnce.Do(func() {
-		if c.replaySub != nil {
-			_ = c.replaySub.Unsubscribe()
-		}
 		if c.cancel != nil {
 			c.cancel()
 		}
@@ -389,25 +380,12 @@ func (c *Consumer) settled() {
 	}
 }
 
-// job is one pulled message on its way to its outcome.
-type job struct {
-	c         *Consumer
-	msg       jetstream.Msg
-	uid       string
-	seq       uint64
-	delivered uint64
-	published time.Time
-	err       error // set before the job is sent to failures
-	m         hub.Message
-}
-
 // handle is called by nats.go for each pulled message, one at a time, in
 // stream order per consumer: that is what keeps one uid's messages in
 // publish order.
 func (c *Consumer) handle(msg jetstream.Msg) {
 	c.inflight.Add(1)
-	// handedOff is set once the dead-letter path owns the message's
-	// settling.
+	// handedOff is set once the outcome path owns the message's settling.
 	handedOff := false
 	defer func() {
 		if p := recover(); p != nil {
@@ -452,13 +430,11 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	}
 	data := msg.Data()
 	j.m = hub.Message{Data: data, Binary: !utf8.Valid(data), Reporter: j}
-	// A panic inside Route leaves it unknown whether a connection already
-	// reported; contain settles anyway, since a leaked in-flight count
-	// would stall shutdown, while a double one only makes it briefly low.
-	if c.router.Route(uid, &j.m) == 0 {
-		handedOff = true
-		c.deadLetter(j, wire.ReasonOffline, nil)
-	}
+	// A panic inside Route leaves it unknown whether the outcome was
+	// already reported; contain settles anyway, since a leaked in-flight
+	// count would stall shutdown, while a double one only makes it
+	// briefly low.
+	c.router.Route(uid, &j.m)
 }
 
 // contain keeps a panic in handle (a bug) to its message: the message is
@@ -471,96 +447,4 @@ func (c *Consumer) contain(msg jetstream.Msg, p any, settle bool) {
 	if settle {
 		c.settled()
 	}
-}
-
-// Report is called once per routed message by hub, from a connection's
-// writer or from Route itself; it hands the job to a worker.
-func (j *job) Report(_ *hub.Message, err error) {
-	if err != nil {
-		j.err = err
-		j.c.failures <- j
-		return
-	}
-	j.c.delivered <- j
-}
-
-func (c *Consumer) ackWorker(ctx context.Context) {
-	for {
-		select {
-		case j := <-c.delivered:
-			c.ack(j)
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// ack settles a delivered message: ack, count, and the outcome line.
-func (c *Consumer) ack(j *job) {
-	if aerr := j.msg.Ack(); aerr != nil {
-		// The write happened; the message will be redelivered and arrive
-		// twice. That is at-least-once, and worth a line.
-		c.log.Warn(evAckFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq), zap.Error(aerr))
-	}
-	latency := time.Since(j.published)
-	c.met.delivered.Inc()
-	c.met.latency.Observe(latency.Seconds())
-	if !c.cfg.QuietDelivered {
-		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
-			fp := c.fields.Get().(*[]zap.Field)
-			fs := append((*fp)[:0], zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-				zap.Uint64("attempt", j.delivered), zap.Duration("latency", latency))
-			ce.Write(fs...)
-			clear(fs)
-			*fp = fs
-			c.fields.Put(fp)
-		}
-	}
-	c.settled()
-}
-
-func (c *Consumer) failureWorker(ctx context.Context) {
-	for {
-		select {
-		case j := <-c.failures:
-			c.retryOrDeadLetter(j)
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// retryOrDeadLetter settles a failed delivery: nak with the back-off step
-// for this attempt, or dead-letter once MaxDeliver deliveries failed.
-func (c *Consumer) retryOrDeadLetter(j *job) {
-	if errors.Is(j.err, hub.ErrOffline) {
-		c.deadLetter(j, wire.ReasonOffline, nil)
-		return
-	}
-	reason := wire.ReasonWriteFailed
-	switch {
-	case errors.Is(j.err, hub.ErrQueueFull):
-		reason = wire.ReasonQueueFull
-	case errors.Is(j.err, hub.ErrTimeout):
-		reason = wire.ReasonTimeout
-	}
-	if !c.stopping.Load() && j.delivered >= uint64(c.cfg.MaxDeliver) {
-		c.deadLetter(j, wire.ReasonMaxDeliver, j.err)
-		return
-	}
-	var delay time.Duration
-	if !c.stopping.Load() {
-		delay = c.cfg.Backoff[min(int(j.delivered)-1, len(c.cfg.Backoff)-1)]
-	}
-	var err error
-	if delay > 0 {
-		err = j.msg.NakWithDelay(delay)
-	} else {
-		err = j.msg.Nak()
-	}
-	c.met.retried[reason].Inc()
-	c.log.Info(evRetry, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-		zap.Uint64("attempt", j.delivered), zap.String("reason", reason),
-		zap.Duration("delay", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err))
-	c.settled()
 }

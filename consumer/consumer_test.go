@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pusher-io/pusher/cluster"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/natsserver"
@@ -42,10 +43,47 @@ func startJS(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
-// startConsumer starts a Consumer routing into h; closed in t.Cleanup.
-func startConsumer(t testing.TB, js jetstream.JetStream, h *hub.Hub, cfg consumer.Config) *consumer.Consumer {
+// testNode is what a node wires around a Consumer: the hub, the router
+// (cluster.Node on one node) and the replayer.
+type testNode struct {
+	hub      *hub.Hub
+	router   *cluster.Node
+	replayer *consumer.Replayer
+}
+
+// newTestNode wires a one-node router and replayer over h; both are
+// closed in t.Cleanup.
+func newTestNode(t testing.TB, nc *nats.Conn, js jetstream.JetStream, h *hub.Hub) *testNode {
 	t.Helper()
-	c, err := consumer.New(js, h, zaptest.NewLogger(t), cfg)
+	log := zaptest.NewLogger(t)
+	rep, err := consumer.NewReplayer(consumer.NewDLQ(js), h.Online, log, consumer.ReplayerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Start()
+	t.Cleanup(rep.Close)
+	node, err := cluster.New(nc, h, rep, log, cluster.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Close)
+	return &testNode{hub: h, router: node, replayer: rep}
+}
+
+// startConsumer starts a Consumer routing into h on one node; closed in
+// t.Cleanup.
+func startConsumer(t testing.TB, nc *nats.Conn, js jetstream.JetStream, h *hub.Hub, cfg consumer.Config) (*consumer.Consumer, *testNode) {
+	t.Helper()
+	n := newTestNode(t, nc, js, h)
+	return startConsumerWith(t, js, n.router, cfg), n
+}
+
+func startConsumerWith(t testing.TB, js jetstream.JetStream, router consumer.Router, cfg consumer.Config) *consumer.Consumer {
+	t.Helper()
+	c, err := consumer.New(js, router, zaptest.NewLogger(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,13 +170,13 @@ func deadLetters(t testing.TB, js jetstream.JetStream, uid string) []consumer.De
 }
 
 func TestWriteFailureIsRetriedThenDeadLettered(t *testing.T) {
-	_, js := startJS(t)
+	nc, js := startJS(t)
 	h := newHub(t)
 	bad := newRecConn(true)
 	if err := h.Add("u1", bad); err != nil {
 		t.Fatal(err)
 	}
-	startConsumer(t, js, h, consumer.Config{MaxDeliver: 3, Backoff: []time.Duration{20 * time.Millisecond}})
+	startConsumer(t, nc, js, h, consumer.Config{MaxDeliver: 3, Backoff: []time.Duration{20 * time.Millisecond}})
 	ctx := context.Background()
 	if _, err := js.Publish(ctx, "push.u1", []byte("doomed")); err != nil {
 		t.Fatal(err)
@@ -163,11 +201,11 @@ func TestWriteFailureIsRetriedThenDeadLettered(t *testing.T) {
 }
 
 func TestRetrySucceedsWhenTheConnectionRecovers(t *testing.T) {
-	_, js := startJS(t)
+	nc, js := startJS(t)
 	h := newHub(t)
 	flaky := newRecConn(true)
 	_ = h.Add("u1", flaky)
-	startConsumer(t, js, h, consumer.Config{MaxDeliver: 5, Backoff: []time.Duration{50 * time.Millisecond}})
+	startConsumer(t, nc, js, h, consumer.Config{MaxDeliver: 5, Backoff: []time.Duration{50 * time.Millisecond}})
 	if _, err := js.Publish(context.Background(), "push.u1", []byte("eventually")); err != nil {
 		t.Fatal(err)
 	}
@@ -193,11 +231,11 @@ func TestRetrySucceedsWhenTheConnectionRecovers(t *testing.T) {
 }
 
 func TestDeletedConsumerIsRecreated(t *testing.T) {
-	_, js := startJS(t)
+	nc, js := startJS(t)
 	h := newHub(t)
 	c := newRecConn(false)
 	_ = h.Add("u1", c)
-	cons := startConsumer(t, js, h, consumer.Config{MonitorInterval: 100 * time.Millisecond})
+	cons, _ := startConsumer(t, nc, js, h, consumer.Config{MonitorInterval: 100 * time.Millisecond})
 	ctx := context.Background()
 	if err := js.DeleteConsumer(ctx, wire.StreamName, wire.DurableName); err != nil {
 		t.Fatal(err)
@@ -223,9 +261,9 @@ func TestDeletedConsumerIsRecreated(t *testing.T) {
 // being dead-lettered as offline, many times over: every message must end
 // up written, none stranded in the DLQ.
 func TestConnectRacingDeadLetterIsReplayed(t *testing.T) {
-	_, js := startJS(t)
+	nc, js := startJS(t)
 	h := newHub(t)
-	c := startConsumer(t, js, h, consumer.Config{})
+	_, node := startConsumer(t, nc, js, h, consumer.Config{})
 	const n = 50
 	ctx := context.Background()
 	conns := make([]*recConn, n)
@@ -239,7 +277,7 @@ func TestConnectRacingDeadLetterIsReplayed(t *testing.T) {
 		if err := h.Add(uid, conns[i]); err != nil {
 			t.Fatal(err)
 		}
-		c.TriggerReplay(uid)
+		node.replayer.TriggerReplay(uid)
 	}
 	for i := range n {
 		select {
@@ -255,9 +293,9 @@ func TestConnectRacingDeadLetterIsReplayed(t *testing.T) {
 }
 
 func TestReplayRepublishesAndDeletes(t *testing.T) {
-	_, js := startJS(t)
+	nc, js := startJS(t)
 	h := newHub(t)
-	startConsumer(t, js, h, consumer.Config{})
+	startConsumer(t, nc, js, h, consumer.Config{})
 	ctx := context.Background()
 	for i := range 5 {
 		if _, err := js.Publish(ctx, "push.later", []byte(strconv.Itoa(i))); err != nil {
@@ -285,25 +323,26 @@ func TestReplayRepublishesAndDeletes(t *testing.T) {
 	waitFor(t, 5*time.Second, "DLQ empty", func() bool { return len(deadLetters(t, js, "later")) == 0 })
 }
 
-// panicRouter panics for one uid and routes the rest to the hub.
+// panicRouter panics for one uid and routes the rest as one node does.
 type panicRouter struct {
-	*hub.Hub
+	*cluster.Node
 	bad string
 }
 
-func (r panicRouter) Route(uid string, m *hub.Message) int {
+func (r panicRouter) Route(uid string, m *hub.Message) {
 	if uid == r.bad {
 		panic("router bug for " + uid)
 	}
-	return r.Hub.Route(uid, m)
+	r.Node.Route(uid, m)
 }
 
 func TestPanicInDispatchIsContained(t *testing.T) {
-	_, js := startJS(t)
+	nc, js := startJS(t)
 	h := newHub(t)
 	good := newRecConn(false)
 	_ = h.Add("good", good)
-	c, err := consumer.New(js, panicRouter{h, "boom"}, zaptest.NewLogger(t), consumer.Config{Backoff: []time.Duration{time.Hour}})
+	node := newTestNode(t, nc, js, h)
+	c, err := consumer.New(js, panicRouter{node.router, "boom"}, zaptest.NewLogger(t), consumer.Config{Backoff: []time.Duration{time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}

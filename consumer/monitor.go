@@ -28,10 +28,7 @@ func (c *Consumer) monitor(ctx context.Context) {
 }
 
 func (c *Consumer) check(ctx context.Context) {
-	c.mu.Lock()
-	pulling := c.pulling
-	c.mu.Unlock()
-	if !pulling {
+	if !c.pulling.Load() {
 		return
 	}
 	ictx, cancel := context.WithTimeout(ctx, c.cfg.MonitorInterval)
@@ -53,21 +50,14 @@ func (c *Consumer) check(ctx context.Context) {
 		return
 	}
 	// Gone, or pulling stopped after a delete notice: build it again and
-	// pull from the new one.
+	// pull from the new one (consume swaps it in without holding c.mu
+	// across the round trips).
 	cons, err = EnsureTopology(ictx, c.js, c.cfg.Topology)
 	if err != nil {
 		c.log.Error(evConsumerErr, zap.Error(err))
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.pulling {
-		return
-	}
-	if c.cc != nil {
-		c.cc.Stop()
-	}
-	if err := c.consumeLocked(cons); err != nil {
+	if err := c.consume(cons); err != nil {
 		c.log.Error(evConsumerErr, zap.Error(err))
 		return
 	}

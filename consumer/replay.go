@@ -2,15 +2,134 @@ package consumer
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/pusher-io/pusher/wire"
-
 	"go.uber.org/zap"
 )
+
+// ReplayerConfig tunes a Replayer. Zero values mean the documented default.
+type ReplayerConfig struct {
+	// Workers replay concurrently; default 2. Each replay is a few
+	// JetStream round trips, and a user who connects with nothing waiting
+	// costs one.
+	Workers int
+	// RetryDelay is how long a failed replay (NATS away, say) waits
+	// before it is tried again, for as long as the uid stays connected
+	// here; default 2s.
+	RetryDelay time.Duration
+}
+
+// Replayer republishes a user's offline dead letters to them when they
+// are back: on connect, on another node's notice, after a NATS reconnect.
+// Triggers queue the uid (once while queued) for a few workers, so the
+// callers, connect paths and NATS callbacks, never wait on JetStream.
+type Replayer struct {
+	dlq    *DLQ
+	online func(uid string) bool
+	log    *zap.Logger
+	cfg    ReplayerConfig
+
+	q      replayQueue
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewReplayer returns a Replayer reading dlq; online tells whether a uid is
+// still connected on this node (a failed replay is retried only then). It
+// does nothing until Start.
+func NewReplayer(dlq *DLQ, online func(uid string) bool, log *zap.Logger, cfg ReplayerConfig) (*Replayer, error) {
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	if cfg.RetryDelay == 0 {
+		cfg.RetryDelay = 2 * time.Second
+	}
+	if cfg.Workers < 1 || cfg.RetryDelay < 0 {
+		return nil, fmt.Errorf("replayer config: workers %d, retry delay %s", cfg.Workers, cfg.RetryDelay)
+	}
+	r := &Replayer{dlq: dlq, online: online, log: log.Named("replay"), cfg: cfg}
+	r.q.wake = make(chan struct{}, 1)
+	return r, nil
+}
+
+// Start starts the workers; Close stops them.
+func (r *Replayer) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	for range r.cfg.Workers {
+		r.goWorker(func() { r.work(ctx) })
+	}
+}
+
+// Close stops the workers and waits for them; a replay in progress is cut
+// short (what it republished is kept; the rest waits for the next
+// connect). Idempotent.
+func (r *Replayer) Close() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.wg.Wait()
+}
+
+func (r *Replayer) goWorker(f func()) {
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); f() }()
+}
+
+// TriggerReplay asks for uid's offline dead letters to be republished to
+// it. It never blocks.
+func (r *Replayer) TriggerReplay(uid string) {
+	if r.q.push(uid) {
+		select {
+		case r.q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (r *Replayer) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.q.wake:
+		}
+		for {
+			uid, ok := r.q.pop()
+			if !ok {
+				break
+			}
+			n, skipped, err := r.dlq.Replay(ctx, uid, OnlyOffline, nil)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return // shutting down; the next connect replays
+			case err != nil:
+				r.log.Warn(evReplayFailed, zap.String("uid", uid), zap.Int("replayed", n), zap.Error(err))
+				r.retryLater(ctx, uid)
+			case n > 0 || skipped > 0:
+				r.log.Info(evReplayed, zap.String("uid", uid), zap.Int("replayed", n), zap.Int("skipped", skipped))
+			}
+		}
+	}
+}
+
+// retryLater tries uid's replay again after RetryDelay if uid is still
+// connected here then; otherwise its next connect replays.
+func (r *Replayer) retryLater(ctx context.Context, uid string) {
+	t := time.NewTimer(r.cfg.RetryDelay)
+	r.goWorker(func() {
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			if r.online(uid) {
+				r.TriggerReplay(uid)
+			}
+		}
+	})
+}
 
 // replayQueue holds uids whose offline dead letters should be replayed,
 // each at most once while queued. It is unbounded on purpose: dropping a
@@ -23,52 +142,19 @@ type replayQueue struct {
 	wake   chan struct{} // capacity 1: "the queue may be non-empty"
 }
 
-// TriggerReplay asks for uid's offline dead letters to be republished to
-// it. It never blocks; ws calls it when a uid connects.
-func (c *Consumer) TriggerReplay(uid string) {
-	q := &c.replays
+// push queues uid unless it is queued already; true means it was added.
+func (q *replayQueue) push(uid string) bool {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.queued == nil {
 		q.queued = make(map[string]struct{})
 	}
-	if _, ok := q.queued[uid]; !ok {
-		q.queued[uid] = struct{}{}
-		q.order = append(q.order, uid)
+	if _, ok := q.queued[uid]; ok {
+		return false
 	}
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-// replayRetryDelay is how long a failed replay (NATS away, say) waits
-// before it is tried again, for as long as the uid stays connected.
-const replayRetryDelay = 2 * time.Second
-
-// retryReplay tries uid's replay again after replayRetryDelay if uid is
-// still connected here then; otherwise its next connect replays.
-func (c *Consumer) retryReplay(ctx context.Context, uid string) {
-	t := time.NewTimer(replayRetryDelay)
-	c.goWorker(func() {
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-			if c.router.Online(uid) {
-				c.TriggerReplay(uid)
-			}
-		}
-	})
-}
-
-// onReplayNotice handles pusher.replay.<uid>: some node stored an offline
-// dead letter for uid; if uid is connected here, replay it.
-func (c *Consumer) onReplayNotice(m *nats.Msg) {
-	uid, err := wire.UIDFromReplaySubject(m.Subject)
-	if err == nil && c.router.Online(uid) {
-		c.TriggerReplay(uid)
-	}
+	q.queued[uid] = struct{}{}
+	q.order = append(q.order, uid)
+	return true
 }
 
 func (q *replayQueue) pop() (string, bool) {
@@ -89,28 +175,4 @@ func (q *replayQueue) pop() (string, bool) {
 		}
 	}
 	return uid, true
-}
-
-func (c *Consumer) replayWorker(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.replays.wake:
-		}
-		for {
-			uid, ok := c.replays.pop()
-			if !ok {
-				break
-			}
-			n, skipped, err := c.dlq.Replay(ctx, uid, OnlyOffline, nil)
-			switch {
-			case err != nil:
-				c.log.Warn(evReplayFailed, zap.String("uid", uid), zap.Int("replayed", n), zap.Error(err))
-				c.retryReplay(ctx, uid)
-			case n > 0 || skipped > 0:
-				c.log.Info(evReplayed, zap.String("uid", uid), zap.Int("replayed", n), zap.Int("skipped", skipped))
-			}
-		}
-	}
 }

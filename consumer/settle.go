@@ -8,8 +8,115 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
 )
+
+// job is one pulled message on its way to its outcome.
+type job struct {
+	c         *Consumer
+	msg       jetstream.Msg
+	uid       string
+	seq       uint64
+	delivered uint64
+	published time.Time
+	err       error // set before the job is sent to failures
+	m         hub.Message
+}
+
+// Report is called once per routed message by the Router, from a
+// connection's writer, a NATS callback or Route itself; it hands the job
+// to a worker and never blocks (see Consumer.delivered).
+func (j *job) Report(_ *hub.Message, err error) {
+	if err != nil {
+		j.err = err
+		j.c.failures <- j
+		return
+	}
+	j.c.delivered <- j
+}
+
+func (c *Consumer) ackWorker(ctx context.Context) {
+	for {
+		select {
+		case j := <-c.delivered:
+			c.ack(j)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// ack settles a delivered message: ack, count, and the outcome line.
+func (c *Consumer) ack(j *job) {
+	if aerr := j.msg.Ack(); aerr != nil {
+		// The write happened; the message will be redelivered and arrive
+		// twice. That is at-least-once, and worth a line.
+		c.log.Warn(evAckFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq), zap.Error(aerr))
+	}
+	latency := time.Since(j.published)
+	c.met.delivered.Inc()
+	c.met.latency.Observe(latency.Seconds())
+	if !c.cfg.QuietDelivered {
+		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
+			fp := c.fields.Get().(*[]zap.Field)
+			fs := append((*fp)[:0], zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+				zap.Uint64("attempt", j.delivered), zap.Duration("latency", latency))
+			ce.Write(fs...)
+			clear(fs)
+			*fp = fs
+			c.fields.Put(fp)
+		}
+	}
+	c.settled()
+}
+
+func (c *Consumer) failureWorker(ctx context.Context) {
+	for {
+		select {
+		case j := <-c.failures:
+			c.retryOrDeadLetter(j)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// retryOrDeadLetter settles a failed delivery: dead-letter an offline uid
+// at once (so it does not hold an ack slot), nak with the back-off step for
+// this attempt, or dead-letter once MaxDeliver deliveries failed.
+func (c *Consumer) retryOrDeadLetter(j *job) {
+	if errors.Is(j.err, hub.ErrOffline) {
+		c.deadLetter(j, wire.ReasonOffline, nil)
+		return
+	}
+	reason := wire.ReasonWriteFailed
+	switch {
+	case errors.Is(j.err, hub.ErrQueueFull):
+		reason = wire.ReasonQueueFull
+	case errors.Is(j.err, hub.ErrTimeout):
+		reason = wire.ReasonTimeout
+	}
+	if !c.stopping.Load() && j.delivered >= uint64(c.cfg.MaxDeliver) {
+		c.deadLetter(j, wire.ReasonMaxDeliver, j.err)
+		return
+	}
+	var delay time.Duration
+	if !c.stopping.Load() {
+		delay = c.cfg.Backoff[min(int(j.delivered)-1, len(c.cfg.Backoff)-1)]
+	}
+	var err error
+	if delay > 0 {
+		err = j.msg.NakWithDelay(delay)
+	} else {
+		err = j.msg.Nak()
+	}
+	c.met.retried[reason].Inc()
+	c.log.Info(evRetry, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+		zap.Uint64("attempt", j.delivered), zap.String("reason", reason),
+		zap.Duration("delay", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err))
+	c.settled()
+}
 
 // pendingDeadLetter is a dead letter published asynchronously whose
 // original is terminated only once the PubAck arrives.
@@ -45,10 +152,7 @@ func (c *Consumer) deadLetter(j *job, reason string, cause error) {
 func (c *Consumer) deadLetterFailed(j *job, reason string, err error) {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		// PUSH_DLQ may be gone: have the monitor check and rebuild now.
-		select {
-		case c.recreate <- struct{}{}:
-		default:
-		}
+		c.askRecreate()
 	}
 	nerr := j.msg.NakWithDelay(c.cfg.Backoff[0])
 	c.met.retried[wire.ReasonDeadLetterFailed].Inc()
@@ -84,18 +188,10 @@ func (c *Consumer) deadLettered(p pendingDeadLetter) {
 	c.log.Info(evDeadLettered, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.String("reason", p.reason), zap.Uint64("attempt", j.delivered), zap.NamedError("term_error", err))
 	// A connect that raced this dead-lettering may have looked at the DLQ
-	// before the copy was stored. The copy is stored now, so if the user
-	// is here, replay for them: either their connect's replay or this one
-	// sees it.
+	// before the copy was stored. The copy is stored now: the router has
+	// whichever node holds the user replay it.
 	if p.reason == wire.ReasonOffline {
-		if c.cfg.Broadcast {
-			// Every node, this one included, replays if it holds the uid.
-			if err := c.js.Conn().Publish(wire.ReplaySubject(j.uid), nil); err != nil {
-				c.log.Warn(evReplayFailed, zap.String("uid", j.uid), zap.Error(err))
-			}
-		} else if c.router.Online(j.uid) {
-			c.TriggerReplay(j.uid)
-		}
+		c.router.StoredOffline(j.uid)
 	}
 	c.settled()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -20,7 +21,9 @@ type Config struct {
 	// or -1 picks a free port (tests). A non-loopback host is refused:
 	// the embedded server has no authentication.
 	Listen string
-	// StoreDir is JetStream's file storage directory; required.
+	// StoreDir is JetStream's file storage directory; required. It is
+	// created if missing and locked while the server runs: a second pusher
+	// on the same directory fails at once, naming the first.
 	StoreDir string
 	// ReadyTimeout bounds the wait for the server to accept clients; default 10s.
 	ReadyTimeout time.Duration
@@ -28,12 +31,34 @@ type Config struct {
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns *server.Server
+	ns   *server.Server
+	lock *os.File // holds the store directory; nil where flock is not available
 }
 
 // Start starts the server and waits until it accepts connections. log may be
 // nil to silence the server. The caller must call Shutdown.
 func Start(cfg Config, log *zap.Logger) (*Server, error) {
+	opts, err := serverOptions(cfg, log == nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	lock, err := lockDir(cfg.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{lock: lock}
+	if err := s.start(opts, cfg.ReadyTimeout, log); err != nil {
+		s.unlock()
+		return nil, err
+	}
+	return s, nil
+}
+
+// serverOptions checks cfg and turns it into nats-server options.
+func serverOptions(cfg Config, quiet bool) (*server.Options, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded nats: store dir is required")
 	}
@@ -55,41 +80,65 @@ func Start(cfg Config, log *zap.Logger) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	opts := &server.Options{
+	return &server.Options{
 		ServerName: "pusher-embedded",
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
-		NoLog:      log == nil,
+		NoLog:      quiet,
+	}, nil
+}
+
+func (s *Server) start(opts *server.Options, ready time.Duration, log *zap.Logger) error {
+	addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+	if opts.Port > 0 {
+		// nats-server only logs a failed listen and then never becomes
+		// ready; try the port first, so a busy one fails at once and says
+		// why. (A race with another process binding it in between ends in
+		// the not-ready error below.)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		_ = ln.Close()
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
+		return fmt.Errorf("embedded nats: %w", err)
 	}
 	if log != nil {
 		ns.SetLoggerV2(zapLogger{log}, false, false, false)
 	}
 	ns.Start()
-	ready := cfg.ReadyTimeout
 	if ready <= 0 {
 		ready = 10 * time.Second
 	}
 	if !ns.ReadyForConnections(ready) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("embedded nats on %s: not ready after %s", listen, ready)
+		return fmt.Errorf("embedded nats on %s: not ready after %s", addr, ready)
 	}
-	return &Server{ns: ns}, nil
+	s.ns = ns
+	return nil
 }
 
 // ClientURL is the nats:// URL clients use to reach the server.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
-// Shutdown stops the server and waits for it; safe to call more than once.
+// Shutdown stops the server, waits for it and lets go of the store
+// directory; safe to call more than once.
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	s.unlock()
+}
+
+func (s *Server) unlock() {
+	if s.lock != nil {
+		_ = s.lock.Close() // closing the descriptor drops the flock
+		s.lock = nil
+	}
 }
 
 // zapLogger adapts zap to nats-server's logger. Every line becomes the stable

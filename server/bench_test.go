@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"strconv"
@@ -16,14 +16,14 @@ import (
 // client shares the process, so use it for profiles and relative changes;
 // `go run ./bench` measures the server alone.
 func BenchmarkPipeline(b *testing.B) {
-	p := startPusher(b, nil)
-	_, js := p.natsClient(b)
+	n := startNode(b, testConfig(b))
+	_, js := n.natsClient(b)
 	const conns, window = 100, 2000
 	var received atomic.Int64
 	var wg sync.WaitGroup
 	clients := make([]*websocket.Conn, conns)
 	for i := range conns {
-		clients[i] = p.dial(b, "bench"+strconv.Itoa(i))
+		clients[i] = n.dial(b, "bench"+strconv.Itoa(i))
 		wg.Add(1)
 		go func(c *websocket.Conn) {
 			defer wg.Done()

@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"encoding/json"
@@ -8,9 +8,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pusher-io/pusher/server"
 )
 
 const testAPIKey = "api-key-for-tests"
+
+func withAPIKey(cfg server.Config) server.Config {
+	cfg.APIKey = testAPIKey
+	return cfg
+}
 
 func httpDo(t testing.TB, method, u, key, contentType, body string) (int, map[string]any) {
 	t.Helper()
@@ -41,9 +48,9 @@ func httpDo(t testing.TB, method, u, key, contentType, body string) (int, map[st
 }
 
 func TestHTTPDoorPublishesThroughJetStream(t *testing.T) {
-	p := startPusher(t, map[string]string{"PUSHER_API_KEY": testAPIKey})
-	c := p.dial(t, "h1")
-	base := "http://" + p.httpAddr
+	n := startNode(t, withAPIKey(testConfig(t)))
+	c := n.dial(t, "h1")
+	base := n.url("")
 
 	status, body := httpDo(t, "POST", base+"/v1/push", testAPIKey, "application/json", `{"uid":"h1","message":"via json"}`)
 	if status != http.StatusAccepted || body["seq"] != float64(1) {
@@ -69,8 +76,8 @@ func TestHTTPDoorPublishesThroughJetStream(t *testing.T) {
 }
 
 func TestHTTPDoorErrors(t *testing.T) {
-	p := startPusher(t, map[string]string{"PUSHER_API_KEY": testAPIKey})
-	base := "http://" + p.httpAddr
+	n := startNode(t, withAPIKey(testConfig(t)))
+	base := n.url("")
 	huge := strings.Repeat("x", 1<<20+1)
 	tests := []struct {
 		name, method, path, key, contentType, body string
@@ -96,15 +103,15 @@ func TestHTTPDoorErrors(t *testing.T) {
 			}
 		})
 	}
-	if strings.Contains(p.logs.String(), testAPIKey) {
+	if strings.Contains(n.logs.String(), testAPIKey) {
 		t.Fatal("API key in logs")
 	}
 }
 
 func TestHTTPDoorDisabledWithoutKey(t *testing.T) {
-	p := startPusher(t, nil)
+	n := startNode(t, testConfig(t))
 	for _, path := range []string{"/v1/push", "/send?uid=a&message=b"} {
-		status, body := httpDo(t, "POST", "http://"+p.httpAddr+path, "anything", "application/json", `{}`)
+		status, body := httpDo(t, "POST", n.url(path), "anything", "application/json", `{}`)
 		if status != http.StatusNotFound || body["error"] == nil {
 			t.Fatalf("%s: %d %v, want 404 JSON", path, status, body)
 		}
@@ -112,14 +119,14 @@ func TestHTTPDoorDisabledWithoutKey(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	p := startPusher(t, nil)
-	_, js := p.natsClient(t)
-	c := p.dial(t, "m1")
+	n := startNode(t, testConfig(t))
+	_, js := n.natsClient(t)
+	c := n.dial(t, "m1")
 	publish(t, js, "push.m1", []byte("counted"))
 	read(t, c, 5*time.Second)
 	publish(t, js, "push.nobody", []byte("dead"))
-	p.logs.wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
-	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
+	n.logs.wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
+	resp, err := http.Get(n.url("/metrics"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,10 +153,10 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestHTTPDoorIdempotencyKeyStoresOnce(t *testing.T) {
-	p := startPusher(t, map[string]string{"PUSHER_API_KEY": testAPIKey})
-	c := p.dial(t, "idem")
+	n := startNode(t, withAPIKey(testConfig(t)))
+	c := n.dial(t, "idem")
 	post := func() (int, map[string]any) {
-		req, err := http.NewRequest("POST", "http://"+p.httpAddr+"/v1/push", strings.NewReader(`{"uid":"idem","message":"once"}`))
+		req, err := http.NewRequest("POST", n.url("/v1/push"), strings.NewReader(`{"uid":"idem","message":"once"}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +181,7 @@ func TestHTTPDoorIdempotencyKeyStoresOnce(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	// The retry stored nothing: the next frame is the next message.
-	_, js := p.natsClient(t)
+	_, js := n.natsClient(t)
 	publish(t, js, "push.idem", []byte("next"))
 	if _, got := read(t, c, 5*time.Second); string(got) != "next" {
 		t.Fatalf("after an idempotent retry got %q, want next", got)
@@ -182,8 +189,10 @@ func TestHTTPDoorIdempotencyKeyStoresOnce(t *testing.T) {
 }
 
 func TestUIOffServesNoPage(t *testing.T) {
-	p := startPusher(t, map[string]string{"PUSHER_UI": "false"})
-	resp, err := http.Get("http://" + p.httpAddr + "/")
+	off := testConfig(t)
+	off.UIOff = true
+	n := startNode(t, off)
+	resp, err := http.Get(n.url("/"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +200,8 @@ func TestUIOffServesNoPage(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET / with PUSHER_UI=false: %d, want 404", resp.StatusCode)
 	}
-	on := startPusher(t, nil)
-	resp, err = http.Get("http://" + on.httpAddr + "/")
+	on := startNode(t, testConfig(t))
+	resp, err = http.Get(on.url("/"))
 	if err != nil {
 		t.Fatal(err)
 	}

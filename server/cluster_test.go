@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"strconv"
@@ -7,18 +7,20 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/pusher-io/pusher/server"
 	"github.com/pusher-io/pusher/wire"
 )
 
 // twoNodes runs node A with the embedded NATS and cluster routing, and
 // node B on A's NATS (auto routing: cluster, as NATS is external to it).
-func twoNodes(t *testing.T) (a, b *pusherRun) {
+func twoNodes(t *testing.T) (a, b *node) {
 	t.Helper()
-	a = startPusher(t, map[string]string{"PUSHER_ROUTING": "cluster"})
-	b = startPusher(t, map[string]string{"PUSHER_NATS_URL": a.natsURL})
-	if l := b.logs.find(evReady, nil); l[0]["cluster_routing"] != true {
-		t.Fatalf("node B not cluster-routed: %v", l[0])
-	}
+	cfgA := testConfig(t)
+	cfgA.Routing = server.RoutingCluster
+	a = startNode(t, cfgA)
+	cfgB := testConfig(t)
+	cfgB.NATSURL = a.NATSURL()
+	b = startNode(t, cfgB)
 	return a, b
 }
 
@@ -28,8 +30,6 @@ func TestClusterDeliversToTheNodeHoldingTheUID(t *testing.T) {
 	onA := a.dial(t, "on-a")
 	onB := b.dial(t, "on-b")
 	both := []*websocket.Conn{a.dial(t, "both"), b.dial(t, "both")}
-	// Presence subscriptions are asynchronous; a kick-free way to know both
-	// nodes' interest reached the server is to deliver until it arrives.
 	waitDelivered := func(c *websocket.Conn, subj, want string) {
 		t.Helper()
 		publish(t, js, subj, []byte(want))
@@ -51,6 +51,15 @@ func TestClusterDeliversToTheNodeHoldingTheUID(t *testing.T) {
 			}
 		}
 	}
+	// No message was retried or dead-lettered on the way.
+	for _, n := range []*node{a, b} {
+		if l := n.logs.find("push.retry", nil); len(l) > 0 {
+			t.Errorf("retries: %v", l)
+		}
+		if l := n.logs.find("push.deadlettered", nil); len(l) > 0 {
+			t.Errorf("dead letters: %v", l)
+		}
+	}
 }
 
 func TestClusterOfflineDeadLetterReplaysOnAnyNode(t *testing.T) {
@@ -59,9 +68,7 @@ func TestClusterOfflineDeadLetterReplaysOnAnyNode(t *testing.T) {
 	for i := range 5 {
 		publish(t, js, "push.later", []byte("m"+strconv.Itoa(i)))
 	}
-	waitFor(t, 15*time.Second, "5 offline dead letters", func() bool {
-		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.later") == 5
-	})
+	waitFor(t, 15*time.Second, "5 offline dead letters", wantMsgs(js, wire.DLQStreamName, "dlq.push.later", 5))
 	c := b.dial(t, "later")
 	got := map[string]bool{}
 	for range 5 {
@@ -71,9 +78,7 @@ func TestClusterOfflineDeadLetterReplaysOnAnyNode(t *testing.T) {
 	if len(got) != 5 {
 		t.Fatalf("replayed %v, want m0..m4", got)
 	}
-	waitFor(t, 10*time.Second, "DLQ empty", func() bool {
-		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.later") == 0
-	})
+	waitFor(t, 10*time.Second, "DLQ empty", wantMsgs(js, wire.DLQStreamName, "dlq.push.later", 0))
 }
 
 func TestClusterKickReachesEveryNode(t *testing.T) {

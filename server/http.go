@@ -1,0 +1,79 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/api"
+	"github.com/pusher-io/pusher/web"
+)
+
+// buildHTTP routes every endpoint of the contract onto one http.Server.
+func (s *Server) buildHTTP(reg *prometheus.Registry) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", s.ws)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if !s.cfg.UIOff {
+		mux.Handle("/", web.Handler())
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if err := s.routeDoors(mux); err != nil {
+		return err
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10, // a token is at most 8 KiB
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+	}
+	return nil
+}
+
+// routeDoors mounts the HTTP publishing doors, or, with no API key, a 404
+// that says how to enable them.
+func (s *Server) routeDoors(mux *http.ServeMux) error {
+	if s.cfg.APIKey == "" {
+		disabled := func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "HTTP publishing is disabled: set PUSHER_API_KEY"})
+		}
+		mux.HandleFunc("/v1/push", disabled)
+		mux.HandleFunc("/send", disabled)
+		return nil
+	}
+	door, err := api.New(s.nats.js, s.nats.main, s.log, api.Config{APIKey: s.cfg.APIKey})
+	if err != nil {
+		return configErr(err)
+	}
+	mux.HandleFunc("POST /v1/push", door.Push)
+	mux.HandleFunc("GET /send", door.Send)
+	mux.HandleFunc("POST /send", door.Send)
+	return nil
+}
+
+// readyz is 200 while NATS is connected and the consumer pulls. It reads
+// flags only, so it never waits behind a NATS round trip.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	natsOK, consOK := s.nats.main.IsConnected(), s.cons.Ready()
+	status := http.StatusOK
+	if !natsOK || !consOK {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]bool{"ready": status == http.StatusOK, "nats": natsOK, "consumer": consOK})
+}
+
+// writeJSON answers with status and v as a JSON body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
