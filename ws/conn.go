@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // errConnClosed is reported for messages still queued when a connection
@@ -95,7 +96,7 @@ func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
 	if len(c.queue) >= c.cfg.SendQueue {
 		c.mu.Unlock()
-		c.Close(CloseSlowClient, "slow client")
+		c.Close(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false
 	}
 	c.queue = append(c.queue, m)
@@ -205,7 +206,7 @@ func (c *conn) tick() {
 		c.end()
 	case expired:
 		// The writer rearms the timer for the close grace.
-		c.Close(CloseTokenExpired, "token expired")
+		c.Close(wire.CloseTokenExpired, wire.CloseTokenExpiredText)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // TestDelivery: a routed payload arrives with its exact bytes, as a text
@@ -262,7 +263,7 @@ func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
 
 // TestSlowClient: a client that stops reading fills its queue; the message
 // that finds it full is reported ErrQueueFull, the server closes the
-// connection with CloseSlowClient, and every message that found the
+// connection with wire.CloseSlowClient, and every message that found the
 // connection is reported exactly once: nil for each the client got,
 // an error for the others.
 func TestSlowClient(t *testing.T) {
@@ -301,7 +302,7 @@ func TestSlowClient(t *testing.T) {
 		}
 		received[binary.BigEndian.Uint64(data)] = true
 	})
-	wantClose(t, err, CloseSlowClient, "slow client")
+	wantClose(t, err, wire.CloseSlowClient, wire.CloseSlowClientText)
 
 	waitFor(t, waitTimeout, func() bool { return rec.count() == len(msgs) })
 	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
@@ -323,11 +324,11 @@ func TestKick(t *testing.T) {
 	c1 := ts.connect(t, "alice")
 	c2 := ts.connect(t, "alice")
 	bob := ts.connect(t, "bob")
-	if n := ts.hub.Kick("alice", 4001, "kicked"); n != 2 {
+	if n := ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText); n != 2 {
 		t.Fatalf("Kick = %d, want 2", n)
 	}
 	for _, c := range []*websocket.Conn{c1, c2} {
-		wantClose(t, readUntilClose(t, c, nil), 4001, "kicked")
+		wantClose(t, readUntilClose(t, c, nil), wire.CloseKicked, wire.CloseKickedText)
 	}
 	waitFor(t, waitTimeout, func() bool { return !ts.hub.Online("alice") })
 	if n := ts.hub.Len(); n != 1 {
@@ -340,7 +341,7 @@ func TestKick(t *testing.T) {
 }
 
 // TestTokenExpiry: when the token's exp passes, the connection is closed
-// with CloseTokenExpired, not before; a token that expired within the
+// with wire.CloseTokenExpired, not before; a token that expired within the
 // verifier's leeway connects and is closed at once.
 func TestTokenExpiry(t *testing.T) {
 	t.Parallel()
@@ -369,7 +370,7 @@ func TestTokenExpiry(t *testing.T) {
 			}
 			err = readUntilClose(t, c, nil)
 			closedAt := time.Now()
-			wantClose(t, err, CloseTokenExpired, "token expired")
+			wantClose(t, err, wire.CloseTokenExpired, wire.CloseTokenExpiredText)
 			if closedAt.Before(exp) {
 				t.Errorf("closed at %s, before exp %s", closedAt.Format(time.StampMilli), exp.Format(time.StampMilli))
 			}
@@ -386,10 +387,10 @@ func TestShutdown(t *testing.T) {
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	result := make(chan bool, 1)
-	go func() { result <- ts.hub.Shutdown(done, websocket.CloseGoingAway, "server shutting down") }()
+	go func() { result <- ts.hub.Shutdown(done, wire.CloseGoingAway, wire.CloseGoingAwayText) }()
 
 	for _, c := range clients {
-		wantClose(t, readUntilClose(t, c, nil), websocket.CloseGoingAway, "server shutting down")
+		wantClose(t, readUntilClose(t, c, nil), wire.CloseGoingAway, wire.CloseGoingAwayText)
 	}
 	select {
 	case ok := <-result:
@@ -442,7 +443,7 @@ func TestQueuedReportedOnClose(t *testing.T) {
 			t.Fatalf("Route #%d = %d, want 1", i, n)
 		}
 	}
-	if n := ts.hub.Kick("alice", 4001, "kicked"); n != 1 {
+	if n := ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText); n != 1 {
 		t.Fatalf("Kick = %d, want 1", n)
 	}
 
@@ -535,7 +536,7 @@ func testCloseGrace(t *testing.T, goroutineReaders bool) {
 	const grace = 200 * time.Millisecond
 	ts := newTestServer(t, setup{WS: Config{CloseGrace: grace}, GoroutineReaders: goroutineReaders})
 	c := ts.connect(t, "rude")
-	ts.hub.Kick("rude", 4001, "kicked")
+	ts.hub.Kick("rude", wire.CloseKicked, wire.CloseKickedText)
 
 	// Never read (so never answer the close frame); send a frame every
 	// tenth of the grace period until the server hangs up.

@@ -24,14 +24,6 @@ import (
 	"github.com/pusher-io/pusher/wire"
 )
 
-// Close codes pusher sends, beyond RFC 6455's (DESIGN.md).
-const (
-	// CloseSlowClient: the client's send queue overflowed; it should reconnect.
-	CloseSlowClient = 4002
-	// CloseTokenExpired: the token's exp passed; the client needs a new token.
-	CloseTokenExpired = 4003
-)
-
 // Config tunes a Handler. Zero values mean the documented default.
 type Config struct {
 	// AllowedOrigins lists origins (scheme://host[:port]) browsers may

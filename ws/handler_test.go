@@ -437,7 +437,7 @@ func TestHubRefusals(t *testing.T) {
 				ts.connect(t, tt.giveFirst)
 				want++
 			}
-			if tt.giveShutdown && !ts.hub.Shutdown(nil, websocket.CloseGoingAway, "bye") {
+			if tt.giveShutdown && !ts.hub.Shutdown(nil, wire.CloseGoingAway, "bye") {
 				t.Fatal("Shutdown of an empty hub returned false")
 			}
 			c, resp, err := ts.dial(t, dialer(0), bearer(signToken(t, tt.giveUID, time.Hour)), "")

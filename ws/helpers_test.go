@@ -31,6 +31,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Every test server waits for its handlers in t.Cleanup, so nothing of ours
@@ -124,7 +125,7 @@ func newTestServer(tb testing.TB, s setup) *testServer {
 		done := make(chan struct{})
 		t := time.AfterFunc(waitTimeout, func() { close(done) })
 		defer t.Stop()
-		if !h.Shutdown(done, websocket.CloseGoingAway, "test over") {
+		if !h.Shutdown(done, wire.CloseGoingAway, "test over") {
 			tb.Errorf("hub.Shutdown: %d connections left after %s", h.Len(), waitTimeout)
 		}
 		ts.srv.Close()
