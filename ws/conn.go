@@ -3,7 +3,6 @@ package ws
 import (
 	"errors"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -11,21 +10,18 @@ import (
 
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
+	"github.com/pusher-io/pusher/ws/internal/intake"
 )
 
 // errConnClosed is reported for messages still queued when a connection
 // goes; the consumer retries them, so the user gets them on reconnect.
 var errConnClosed = errors.New("connection closed before write")
 
-// errPeerGone: the client's end of the socket is closed.
-var errPeerGone = errors.New("peer closed the connection")
-
 // conn is one authenticated WebSocket connection.
 //
-// An idle connection costs no goroutine. Its socket is watched by the
-// Handler's poller (or, where there is none, read by a goroutine of its
-// own, goRead); a readable socket is read by a short-lived goroutine
-// (pollRead) that feeds the bytes to frameReader. A writer runs only while
+// An idle connection costs no goroutine. The Handler's intake.Poller
+// reads its socket when the client sends something and calls the
+// intake.Conn methods (read.go) with what it finds. A writer runs only while
 // there is something to write (messages, a ping, a pong, a close frame):
 // Enqueue, the timer, the reader and Close start one when none runs, on a
 // goroutine that has just finished another connection's writes if one
@@ -39,35 +35,29 @@ type conn struct {
 	id  uint64
 	uid string
 	ws  *websocket.Conn // set under mu before reading starts; nil until the upgrade
-	cfg *Config
-	log *zap.Logger // the Handler's; calls add uid and conn themselves
-	h   *Handler    // finish
+	h   *Handler        // its cfg, its log (calls add uid and conn), finish
 
 	started time.Time // the upgrade, for the log
 
-	// Reading. raw and pset are set under mu before reading starts: pset
-	// non-nil means the poller watches the socket, else goRead reads it.
-	// frames is used by one reader at a time (registrations are one-shot).
-	raw     syscall.RawConn
-	pset    *epollSet
-	frames  frameReader
-	readers sync.WaitGroup // pollRead or goRead in flight
+	// in is the Handler's intake.Poller's, from Watch (under mu, at the
+	// upgrade) to Stop (in finish).
+	in intake.Reader
 
 	// mu guards everything below. The queue is a slice, not a channel, so
 	// an idle connection holds no buffer and a burst of up to SendQueue
 	// messages is absorbed without closing a healthy client.
 	mu        sync.Mutex
 	queue     []*hub.Message
+	pong      []byte // the payload of the client's last ping
+	closeMsg  []byte // the close frame's payload
 	writing   bool   // a writer goroutine is running
 	pingDue   bool   // the timer asks for a ping
 	pongDue   bool   // the client pinged: echo pong
-	pong      []byte // the payload of the client's last ping
 	closeDue  bool   // a close frame is to be written: closeMsg
-	closeMsg  []byte // the close frame's payload
 	closeSent bool   // the close frame went out; nothing else is written
 	readsDone bool   // the client closed, hung up or broke the protocol
 	broken    bool   // a write failed; nothing else is written
-	dead      bool   // end was called: no writer or reader may start
+	dead      bool   // end was called: no writer may start
 	writers   sync.WaitGroup
 
 	// timer is the connection's one timer, for pings, token expiry, the
@@ -86,7 +76,7 @@ type conn struct {
 }
 
 func newConn(id uint64, uid string, h *Handler) *conn {
-	return &conn{id: id, uid: uid, cfg: &h.cfg, log: h.log, h: h, frames: frameReader{limit: h.cfg.MaxMessageSize}}
+	return &conn{id: id, uid: uid, h: h}
 }
 
 // Enqueue implements hub.Conn. A full queue means the client does not keep
@@ -94,7 +84,7 @@ func newConn(id uint64, uid string, h *Handler) *conn {
 // the connection is closed so it stops holding messages hostage.
 func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
-	if len(c.queue) >= c.cfg.SendQueue {
+	if len(c.queue) >= c.h.cfg.SendQueue {
 		c.mu.Unlock()
 		c.Close(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false
@@ -128,7 +118,7 @@ func (c *conn) requestCloseLocked(msg []byte) {
 	}
 	c.closeDue, c.closeMsg = true, msg
 	if c.writing && c.ws != nil {
-		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.CloseGrace))
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.h.cfg.CloseGrace))
 	}
 	c.startWriterLocked()
 }
@@ -170,7 +160,7 @@ func (c *conn) end() {
 func (c *conn) startTimerLocked(expires time.Time) {
 	now := time.Now()
 	c.expires, c.heard = expires, now
-	c.nextPing = now.Add(c.cfg.PingInterval)
+	c.nextPing = now.Add(c.h.cfg.PingInterval)
 	c.timer = time.AfterFunc(c.untilNextTick(now), c.tick)
 }
 
@@ -186,7 +176,7 @@ func (c *conn) tick() {
 		return
 	}
 	cut := !c.closeBy.IsZero() && !now.Before(c.closeBy)
-	silent := now.Sub(c.heard) >= c.cfg.PongWait
+	silent := now.Sub(c.heard) >= c.h.cfg.PongWait
 	expired := !c.expires.IsZero() && !now.Before(c.expires)
 	switch {
 	case cut || silent:
@@ -195,7 +185,7 @@ func (c *conn) tick() {
 	default:
 		if !now.Before(c.nextPing) {
 			c.pingDue = true
-			c.nextPing = now.Add(c.cfg.PingInterval)
+			c.nextPing = now.Add(c.h.cfg.PingInterval)
 			c.startWriterLocked()
 		}
 		c.timer.Reset(c.untilNextTick(now))
@@ -213,7 +203,7 @@ func (c *conn) tick() {
 // untilNextTick is the time to the next ping, the expiry, the silence
 // limit or the close grace's end, whichever is first. c.mu must be held.
 func (c *conn) untilNextTick(now time.Time) time.Duration {
-	next := c.heard.Add(c.cfg.PongWait)
+	next := c.heard.Add(c.h.cfg.PongWait)
 	if !c.closeDue && !c.closeSent {
 		next = earliest(next, c.nextPing)
 		if !c.expires.IsZero() {
@@ -254,7 +244,7 @@ func (c *conn) writeLoop() {
 	defer c.writers.Done()
 	defer func() {
 		if p := recover(); p != nil {
-			c.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
+			c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
 			c.fail()
 		}
 	}()
@@ -296,7 +286,7 @@ func (c *conn) writeLoop() {
 			m.Finish(err)
 			batch[i] = nil
 			if err != nil {
-				if ce := c.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
+				if ce := c.h.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
 					ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 				}
 				finishAll(batch[i+1:], errConnClosed)
@@ -315,13 +305,13 @@ func (c *conn) writeClose() {
 	c.mu.Lock()
 	msg := c.closeMsg
 	c.mu.Unlock()
-	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.cfg.WriteWait))
+	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteWait))
 	c.mu.Lock()
 	c.closeSent, c.writing = true, false
 	done := err != nil || c.readsDone
 	if !done {
-		c.closeBy = time.Now().Add(c.cfg.CloseGrace)
-		c.timer.Reset(c.cfg.CloseGrace)
+		c.closeBy = time.Now().Add(c.h.cfg.CloseGrace)
+		c.timer.Reset(c.h.cfg.CloseGrace)
 	}
 	c.mu.Unlock()
 	if done {
@@ -330,7 +320,7 @@ func (c *conn) writeClose() {
 }
 
 func (c *conn) control(typ int, payload []byte) bool {
-	return c.ws.WriteControl(typ, payload, time.Now().Add(c.cfg.WriteWait)) == nil
+	return c.ws.WriteControl(typ, payload, time.Now().Add(c.h.cfg.WriteWait)) == nil
 }
 
 // fail marks the connection broken after a failed write and ends it.
@@ -351,139 +341,10 @@ func (c *conn) write(m *hub.Message) error {
 	if m.Binary {
 		typ = websocket.BinaryMessage
 	}
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait)); err != nil {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteWait)); err != nil {
 		return err
 	}
 	return c.ws.WriteMessage(typ, m.Data)
-}
-
-// maxReadsPerWake bounds one pollRead, so a client that keeps sending
-// shares the reading goroutines' time with the others.
-const maxReadsPerWake = 8
-
-// readBufs holds the buffers pollRead reads into: shared, so an idle
-// connection holds none.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
-
-// beginRead reports whether a reader may start, and counts it.
-func (c *conn) beginRead() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead || c.readsDone {
-		return false
-	}
-	c.readers.Add(1)
-	return true
-}
-
-// pollRead reads what the readable socket holds, then re-arms it with p,
-// unless reading is over.
-func (c *conn) pollRead(p *poller) {
-	defer c.readers.Done()
-	defer c.recoverReader()
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
-	for range maxReadsPerWake {
-		n, err := c.readNow(*bp)
-		if err != nil {
-			c.readFailed()
-			return
-		}
-		if n == 0 {
-			break
-		}
-		if !c.consume((*bp)[:n]) {
-			return
-		}
-	}
-	p.rearm(c)
-}
-
-// goRead is the reader where no poller is: a goroutine per connection,
-// blocked in Read, which finish unblocks by closing the socket.
-func (c *conn) goRead() {
-	defer c.readers.Done()
-	defer c.recoverReader()
-	buf := make([]byte, readBufferSize)
-	nc := c.ws.NetConn()
-	for {
-		n, err := nc.Read(buf)
-		if n > 0 && !c.consume(buf[:n]) {
-			return
-		}
-		if err != nil {
-			c.readFailed()
-			return
-		}
-	}
-}
-
-// recoverReader contains a panic while reading to this connection.
-func (c *conn) recoverReader() {
-	if p := recover(); p != nil {
-		c.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
-		c.readFailed()
-	}
-}
-
-// consume feeds client bytes to the frame reader and acts on the frames;
-// false means reading is over (the client closed or broke the protocol).
-func (c *conn) consume(b []byte) bool {
-	c.mu.Lock()
-	c.heard = time.Now()
-	c.mu.Unlock()
-	for len(b) > 0 {
-		ev, n, err := c.frames.feed(b)
-		b = b[n:]
-		if err != nil {
-			pe := &protocolError{Code: websocket.CloseProtocolError, Text: err.Error()}
-			errors.As(err, &pe)
-			c.readsOver(pe.Code, pe.Text, websocket.FormatCloseMessage(pe.Code, pe.Text))
-			return false
-		}
-		switch ev {
-		case framePing:
-			c.mu.Lock()
-			c.pong, c.pongDue = c.frames.control(), true
-			c.startWriterLocked()
-			c.mu.Unlock()
-			c.frames.release()
-		case frameClose:
-			code, reason := c.frames.closeFrame()
-			c.frames.release()
-			// Echo the code, as RFC 6455 5.5.1 asks, unless ours went first.
-			echo := []byte{}
-			if code != websocket.CloseNoStatusReceived {
-				echo = websocket.FormatCloseMessage(code, "")
-			}
-			c.readsOver(code, reason, echo)
-			return false
-		}
-	}
-	return true
-}
-
-// readsOver stops reading: the client sent a close frame (code, reason) or
-// broke the protocol. Our close frame, msg unless one is out already, ends
-// the connection; if it is out already, the close handshake is complete.
-func (c *conn) readsOver(code int, reason string, msg []byte) {
-	c.mu.Lock()
-	c.readsDone = true
-	c.noteEndLocked(code, reason)
-	c.requestCloseLocked(msg)
-	done := c.closeSent || c.broken
-	c.mu.Unlock()
-	if done {
-		c.end()
-	}
-}
-
-// readFailed: the client hung up or the socket failed.
-func (c *conn) readFailed() {
-	c.mu.Lock()
-	c.readsDone = true
-	c.mu.Unlock()
-	c.end()
 }
 
 // drain reports every message still queued as failed. The caller has

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -22,6 +21,7 @@ import (
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
+	"github.com/pusher-io/pusher/ws/internal/intake"
 )
 
 // Config tunes a Handler. Zero values mean the documented default.
@@ -89,10 +89,6 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// readBufferSize is what one read takes from a socket: client frames are
-// small and rare. pollRead's buffers are shared; goRead has its own.
-const readBufferSize = 512
-
 // Log event names (DESIGN.md).
 const (
 	evConnected = "ws.connected"
@@ -100,7 +96,7 @@ const (
 	evRejected  = "auth.rejected"
 	evRefused   = "ws.refused"
 	evPanic     = "ws.panic"
-	evPollFail  = "ws.poll_failed"
+	// ws.poll_failed is intake's.
 )
 
 // Handler serves GET /ws. It authenticates before upgrading, so a bad
@@ -114,8 +110,8 @@ type Handler struct {
 	anyOrig  bool
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
-	running  sync.WaitGroup // connections (until finish) and the poller's goroutine
-	poll     *poller
+	running  sync.WaitGroup // connections (until finish), the poller's goroutine, writers
+	poll     *intake.Poller
 	// handoff passes a connection with work to a writer goroutine that
 	// finished another's and waits for more (runWriter); unbuffered, so a
 	// send succeeds only when one waits.
@@ -144,7 +140,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		}
 	}
 	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, connects: connects}
-	hd.poll = newPoller(&hd.running, hd.log)
+	hd.poll = intake.NewPoller(&hd.running, hd.log, intake.Config{MaxMessageSize: cfg.MaxMessageSize})
 	hd.handoff = make(chan *conn)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
@@ -157,7 +153,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		HandshakeTimeout: cfg.WriteWait,
 		// Origin was checked before auth, with a JSON 403.
 		CheckOrigin: func(*http.Request) bool { return true },
-		// gorilla does not read (frameReader does), but it allocates a
+		// gorilla does not read (intake does), but it allocates a
 		// read buffer anyway, or keeps net/http's 4 KiB one when this is
 		// 0; 1 gets its smallest, 125 bytes.
 		ReadBufferSize:  1,
@@ -178,8 +174,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 }
 
 // ServeHTTP authenticates and upgrades, then hands the connection to the
-// poller (or a reader goroutine), which the Handler owns (see Wait), and
-// returns.
+// Handler's poller, which the Handler owns (see Wait), and returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		h.connects.WithLabelValues("bad_request").Inc()
@@ -277,29 +272,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	c.mu.Lock()
 	c.ws = wsConn
 	c.startTimerLocked(exp)
-	h.startReadingLocked(c)
+	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c)
 	c.startWriterLocked() // anything routed or a Close during the upgrade
 	c.mu.Unlock()
 	if h.cfg.OnConnect != nil {
 		h.cfg.OnConnect(c.uid)
 	}
-}
-
-// startReadingLocked hands c's socket to the poller, or where that cannot
-// be (no poller on this platform, a socket that is not a plain one) to a
-// goroutine of its own. c.mu must be held.
-func (h *Handler) startReadingLocked(c *conn) {
-	if sc, ok := c.ws.NetConn().(syscall.Conn); ok && h.poll != nil {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
-			if h.poll.add(c) == nil {
-				return
-			}
-			c.raw, c.pset = nil, nil
-		}
-	}
-	c.readers.Add(1)
-	go c.goRead()
 }
 
 // writerLinger is how long a writer goroutine, its connection's work
@@ -342,18 +320,10 @@ func (h *Handler) writer(c *conn) {
 // writer, unregisters c, reports whatever was still queued as failed,
 // and logs how the connection ended.
 func (h *Handler) finish(c *conn) {
-	c.mu.Lock()
-	polled := c.pset != nil // dead since end: no reader or writer starts
-	c.mu.Unlock()
-	if polled {
-		// pollRead never blocks, so this is short; the socket must stay
-		// open until the poller lets go of it (poller.remove).
-		c.readers.Wait()
-		h.poll.remove(c)
-	}
-	_ = c.ws.NetConn().Close() // unblocks a writer, and goRead
+	// No writer starts now (dead). Stop closes the socket, which fails a
+	// write in progress, once the poller let go of it and no read runs.
+	h.poll.Stop(&c.in)
 	c.writers.Wait()
-	c.readers.Wait()
 	h.hub.Remove(c.uid, c)
 	c.drain()
 	code, reason := c.endStatus()

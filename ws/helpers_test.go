@@ -32,6 +32,7 @@ import (
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
+	"github.com/pusher-io/pusher/ws/internal/intake"
 )
 
 // Every test server waits for its handlers in t.Cleanup, so nothing of ours
@@ -112,7 +113,7 @@ func newTestServer(tb testing.TB, s setup) *testServer {
 		tb.Fatalf("NewHandler: %v", err)
 	}
 	if s.GoroutineReaders {
-		hd.poll = nil
+		hd.poll = intake.NewPoller(&hd.running, hd.log, intake.Config{MaxMessageSize: hd.cfg.MaxMessageSize, Goroutines: true})
 	}
 	ts := &testServer{hub: h, handler: hd}
 	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

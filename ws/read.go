@@ -1,0 +1,84 @@
+package ws
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/ws/internal/intake"
+)
+
+// conn hears its client through the Handler's intake.Poller.
+var _ intake.Conn = (*conn)(nil)
+
+// Heard implements intake.Conn: whatever the client sent, it is alive, so
+// the silence limit (PongWait) starts again.
+func (c *conn) Heard() {
+	c.mu.Lock()
+	c.heard = time.Now()
+	c.mu.Unlock()
+}
+
+// Pinged implements intake.Conn: the writer answers with a pong carrying
+// payload. Of several pings not answered yet, only the latest is.
+func (c *conn) Pinged(payload []byte) {
+	c.mu.Lock()
+	c.pong, c.pongDue = payload, true
+	c.startWriterLocked()
+	c.mu.Unlock()
+}
+
+// Ponged implements intake.Conn. pusher's pings carry no payload yet, and
+// hearing the pong was enough (Heard). Issue 11 confirms the frames written
+// before the ping whose payload this echoes.
+func (c *conn) Ponged([]byte) {}
+
+// ClientClosed implements intake.Conn: the answer echoes the client's
+// code, as RFC 6455 5.5.1 asks, unless our close frame went first.
+func (c *conn) ClientClosed(code int, reason string) {
+	echo := []byte{}
+	if code != websocket.CloseNoStatusReceived {
+		echo = websocket.FormatCloseMessage(code, "")
+	}
+	c.readsOver(code, reason, echo)
+}
+
+// Violated implements intake.Conn: the answer is a close frame with code
+// and reason.
+func (c *conn) Violated(code int, reason string) {
+	c.readsOver(code, reason, websocket.FormatCloseMessage(code, reason))
+}
+
+// Gone implements intake.Conn: the client hung up or the socket failed.
+func (c *conn) Gone(err error) {
+	var pe *intake.PanicError
+	if errors.As(err, &pe) {
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+	}
+	c.readFailed()
+}
+
+// readsOver stops reading: the client sent a close frame (code, reason) or
+// broke the protocol. Our close frame, msg unless one is out already, ends
+// the connection; if it is out already, the close handshake is complete.
+func (c *conn) readsOver(code int, reason string, msg []byte) {
+	c.mu.Lock()
+	c.readsDone = true
+	c.noteEndLocked(code, reason)
+	c.requestCloseLocked(msg)
+	done := c.closeSent || c.broken
+	c.mu.Unlock()
+	if done {
+		c.end()
+	}
+}
+
+// readFailed: the client hung up or the socket failed.
+func (c *conn) readFailed() {
+	c.mu.Lock()
+	c.readsDone = true
+	c.mu.Unlock()
+	c.end()
+}
