@@ -280,60 +280,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	}
 }
 
-// writerLinger is how long a writer goroutine, its connection's work
-// done, waits to take another connection's. Under load writers are reused,
-// so a goroutine's stack, grown in gorilla's write path, is not regrown
-// from the starting size for every burst (runtime.newstack was 6% of
-// pusher's CPU in the throughput benchmark); when traffic stops, none
-// stays.
-const writerLinger = 50 * time.Millisecond
-
-// runWriter runs c.writeLoop on a waiting writer goroutine, or a new one.
-// c.mu is held (conn.startWriterLocked); the send does not wait.
-func (h *Handler) runWriter(c *conn) {
-	select {
-	case h.handoff <- c:
-	default:
-		h.running.Add(1) // c is live, so the count is not zero
-		go h.writer(c)
-	}
-}
-
-// writer writes for c, then for whichever connection is handed to it
-// within writerLinger, then exits.
-func (h *Handler) writer(c *conn) {
-	defer h.running.Done()
-	linger := time.NewTimer(writerLinger)
-	defer linger.Stop()
-	for {
-		c.writeLoop()
-		linger.Reset(writerLinger)
-		select {
-		case c = <-h.handoff:
-		case <-linger.C:
-			return
-		}
-	}
-}
-
-// finish tears c down, once (conn.end): it stops the reading and the
-// writer, unregisters c, reports whatever was still queued as failed,
-// and logs how the connection ended.
-func (h *Handler) finish(c *conn) {
-	// No writer starts now (dead). Stop closes the socket, which fails a
-	// write in progress, once the poller let go of it and no read runs.
-	h.poll.Stop(&c.in)
-	c.writers.Wait()
-	h.hub.Remove(c.uid, c)
-	c.drain()
-	code, reason := c.endStatus()
-	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
-		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
-			zap.Duration("duration", time.Since(c.started)))
-	}
-	h.running.Done()
-}
-
 // Wait blocks until every connection has been torn down (and the
 // poller's goroutine, which lives while connections do, and the writers,
 // which outlive them by writerLinger, have returned) or ctx is done. Call it after the http.Server stopped accepting requests and the
