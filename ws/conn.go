@@ -19,61 +19,98 @@ var errConnClosed = errors.New("connection closed before write")
 
 // conn is one authenticated WebSocket connection.
 //
-// An idle connection costs no goroutine. The Handler's intake.Poller
-// reads its socket when the client sends something and calls the
-// intake.Conn methods (read.go) with what it finds. A writer runs only while
-// there is something to write (messages, a ping, a pong, a close frame):
-// Enqueue, the timer, the reader and Close start one when none runs, on a
-// goroutine that has just finished another connection's writes if one
-// waits (Handler.runWriter), and it returns when there is nothing left. At most one writer runs at
-// a time, so it is the connection's only writer, as gorilla requires.
+// An idle connection costs no goroutine. The Handler's intake.Poller reads
+// its socket when the client sends something and calls the intake.Conn
+// methods (read.go) with what it finds. A writer runs only while there is
+// something to write (messages, a ping, a pong, our close frame): Enqueue,
+// the timer, the reader and Close start one when none runs (write.go), on
+// a goroutine that has just finished another connection's writes if one
+// waits, and it returns when nothing is left. At most one writer runs at a
+// time, so it is the connection's only writer, as gorilla requires.
 //
-// The connection ends (Handler.finish, run once, by end) when the client
-// hangs up, after the close handshake, after CloseGrace past our close
-// frame, after PongWait of silence, or when a write fails.
+// Its life, in state (guarded by mu):
+//
+//	       Close                    our close frame written
+//	open ──────────▶ closing ─────────────────────────────▶ closeSent
+//	 │                  │                                      │
+//	 │ the client       │ the client                           │ the client closes,
+//	 │ closes or errs   │ closes or errs                       │ or CloseGrace passes
+//	 ▼                  │                                      ▼
+//	answering ◀─────────┘                                     dead
+//	 │                                                         ▲
+//	 └─────────────── our close frame written ─────────────────┘
+//
+//	any state ── a write fails, the client hangs up, PongWait of silence, a panic ──▶ dead
+//
+// Close is hub.Conn's (a kick, shutdown), or ours (token expiry, a full
+// queue). The client closes with its close frame and errs by breaking RFC
+// 6455 (intake.Conn's ClientClosed and Violated).
+//
+// Messages, pings and pongs are written while open. Our close frame
+// (closeMsg) is written in closing and answering, after a pong still owed;
+// messages queued by then are reported failed, for a retry. In answering
+// it echoes the client's close frame or carries the protocol error, unless
+// ours was queued first. Nothing is written after it. end is the one way
+// into dead: it records the cause (the first decided wins) and has
+// Handler.finish tear the connection down, once.
 type conn struct {
-	id  uint64
-	uid string
-	ws  *websocket.Conn // set under mu before reading starts; nil until the upgrade
-	h   *Handler        // its cfg, its log (calls add uid and conn), finish
+	// Static after construction; ws and started are set at the upgrade,
+	// under mu, before anything reads them.
+	id      uint64
+	uid     string
+	h       *Handler        // its cfg, its log (calls add uid and conn), finish
+	ws      *websocket.Conn // nil until the upgrade
+	started time.Time       // the upgrade, for the log
 
-	started time.Time // the upgrade, for the log
-
-	// in is the Handler's intake.Poller's, from Watch (under mu, at the
-	// upgrade) to Stop (in finish).
+	// Reader only: the Handler's poller's, from Watch (at the upgrade) to
+	// Stop (in finish).
 	in intake.Reader
 
-	// mu guards everything below. The queue is a slice, not a channel, so
-	// an idle connection holds no buffer and a burst of up to SendQueue
-	// messages is absorbed without closing a healthy client.
-	mu        sync.Mutex
-	queue     []*hub.Message
-	pong      []byte // the payload of the client's last ping
-	closeMsg  []byte // the close frame's payload
-	writing   bool   // a writer goroutine is running
-	pingDue   bool   // the timer asks for a ping
-	pongDue   bool   // the client pinged: echo pong
-	closeDue  bool   // a close frame is to be written: closeMsg
-	closeSent bool   // the close frame went out; nothing else is written
-	readsDone bool   // the client closed, hung up or broke the protocol
-	broken    bool   // a write failed; nothing else is written
-	dead      bool   // end was called: no writer may start
-	writers   sync.WaitGroup
+	// writers counts the writer running writeLoop, for finish.
+	writers sync.WaitGroup
 
-	// timer is the connection's one timer, for pings, token expiry, the
-	// silence limit and the close grace (one timer, not four, because
-	// every idle connection carries it).
-	timer    *time.Timer
-	nextPing time.Time
-	expires  time.Time // zero: the token has no exp
-	heard    time.Time // when the client last sent anything
-	closeBy  time.Time // set with closeSent: the socket is cut then
-
+	// Guarded by mu. It is never held across a write or a read; the
+	// writer takes its work under it and writes without it.
+	mu      sync.Mutex
+	state   connState
+	writing bool // a writer goroutine owns the writes; cleared when it finds no work
+	pingDue bool // the timer asks for a ping
+	pongDue bool // the client pinged: echo pong
+	// queue is a slice, not a channel, so an idle connection holds no
+	// buffer and a burst of up to SendQueue messages is absorbed without
+	// closing a healthy client.
+	queue    []*hub.Message
+	pong     []byte // the payload of the client's last ping
+	closeMsg []byte // our close frame's payload; set on leaving open
 	// endCode and endReason say how the connection ended, for the log;
 	// the first event that decides it sets them.
 	endCode   int
 	endReason string
+
+	// Timer: the connection's one timer, for pings, token expiry, the
+	// silence limit and the close grace (one timer, not four, because
+	// every idle connection carries it). Guarded by mu.
+	timer    *time.Timer
+	nextPing time.Time
+	expires  time.Time // zero: the token has no exp
+	heard    time.Time // when the client last sent anything
+	closeBy  time.Time // in closeSent: the socket is cut then
 }
+
+// connState is where a conn is in its life; see conn.
+type connState uint8
+
+const (
+	stateOpen      connState = iota // messages, pings and pongs flow
+	stateClosing                    // our close frame is queued; the client may still send
+	stateAnswering                  // our close frame is queued and the client is done: once it is out, dead
+	stateCloseSent                  // our close frame is out; waiting for the client's, CloseGrace at most
+	stateDead                       // end ran: finish tears the connection down; nothing starts
+)
+
+// closeLostText is the log's reason for a connection that ended without
+// a close handshake, with 1006 (a code never sent, RFC 6455 7.4.1).
+const closeLostText = "connection lost"
 
 func newConn(id uint64, uid string, h *Handler) *conn {
 	return &conn{id: id, uid: uid, h: h}
@@ -84,25 +121,31 @@ func newConn(id uint64, uid string, h *Handler) *conn {
 // the connection is closed so it stops holding messages hostage.
 func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.queue) >= c.h.cfg.SendQueue {
-		c.mu.Unlock()
-		c.Close(wire.CloseSlowClient, wire.CloseSlowClientText)
+		c.closeLocked(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false
 	}
 	c.queue = append(c.queue, m)
 	c.startWriterLocked()
-	c.mu.Unlock()
 	return true
 }
 
-// Close implements hub.Conn: the writer sends a close frame with code and
-// reason, then waits up to CloseGrace for the client's. Only the first
-// close frame counts.
+// Close implements hub.Conn: open → closing. The writer sends a close
+// frame with code and reason, then waits up to CloseGrace for the
+// client's. Only the first close frame counts.
 func (c *conn) Close(code int, reason string) {
 	c.mu.Lock()
-	c.noteEndLocked(code, reason)
-	c.requestCloseLocked(websocket.FormatCloseMessage(code, reason))
+	c.closeLocked(code, reason)
 	c.mu.Unlock()
+}
+
+// closeLocked is Close with c.mu held.
+func (c *conn) closeLocked(code int, reason string) {
+	c.noteEndLocked(code, reason)
+	if c.state == stateOpen {
+		c.queueCloseLocked(stateClosing, websocket.FormatCloseMessage(code, reason))
+	}
 }
 
 // noteEndLocked records why the connection ends unless that is decided.
@@ -112,29 +155,32 @@ func (c *conn) noteEndLocked(code int, reason string) {
 	}
 }
 
+// end ends the connection: → dead, with code and reason as the cause
+// unless one was decided before. It stops the timer and has Handler.finish
+// tear the connection down, once, on a goroutine of its own; it never
+// blocks, so the reader, a writer and the timer call it.
+func (c *conn) end(code int, reason string) {
+	c.mu.Lock()
+	c.endLocked(code, reason)
+	c.mu.Unlock()
+}
+
+// endLocked is end with c.mu held.
+func (c *conn) endLocked(code int, reason string) {
+	if c.state == stateDead {
+		return
+	}
+	c.noteEndLocked(code, reason)
+	c.state = stateDead
+	c.timer.Stop()
+	go c.h.finish(c)
+}
+
 // endStatus is how the connection ended, for the log.
 func (c *conn) endStatus() (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.endCode == 0 {
-		return websocket.CloseAbnormalClosure, "connection lost"
-	}
 	return c.endCode, c.endReason
-}
-
-// end stops new readers and writers from starting and has Handler.finish
-// tear the connection down, once. It never blocks, so readers, writers and
-// the timer may call it.
-func (c *conn) end() {
-	c.mu.Lock()
-	if c.dead {
-		c.mu.Unlock()
-		return
-	}
-	c.dead = true
-	c.timer.Stop()
-	c.mu.Unlock()
-	go c.h.finish(c)
 }
 
 // drain reports every message still queued as failed. The caller has
@@ -155,7 +201,7 @@ func finishAll(ms []*hub.Message, err error) {
 	}
 }
 
-// finish tears c down, once (conn.end): it stops the reading and the
+// finish tears c down, once (conn.endLocked): it stops the reading and the
 // writer, unregisters c, reports whatever was still queued as failed,
 // and logs how the connection ended.
 func (h *Handler) finish(c *conn) {

@@ -102,6 +102,7 @@ const (
 // Handler serves GET /ws. It authenticates before upgrading, so a bad
 // request gets an HTTP status and a JSON error, never a WebSocket.
 type Handler struct {
+	// Static after construction.
 	hub      *hub.Hub
 	verifier *auth.Verifier
 	log      *zap.Logger
@@ -109,14 +110,16 @@ type Handler struct {
 	origins  map[string]bool
 	anyOrig  bool
 	upgrader websocket.Upgrader
-	nextID   atomic.Uint64
-	running  sync.WaitGroup // connections (until finish), the poller's goroutine, writers
-	poll     *intake.Poller
+	poll     *intake.Poller         // reads every connection's client
+	connects *prometheus.CounterVec // by result
+
+	// Safe for concurrent use by themselves.
+	nextID  atomic.Uint64
+	running sync.WaitGroup // connections (until finish), the poller's goroutine, writers
 	// handoff passes a connection with work to a writer goroutine that
 	// finished another's and waits for more (runWriter); unbuffered, so a
 	// send succeeds only when one waits.
-	handoff  chan *conn
-	connects *prometheus.CounterVec // by result
+	handoff chan *conn
 	// bufs is shared by every connection's writer (gorilla takes a buffer
 	// per message and returns it after the flush), so an idle connection
 	// holds no write buffer.
@@ -268,10 +271,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	h.connects.WithLabelValues("ok").Inc()
 	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
 	h.running.Add(1) // finish, which needs ws, says Done
-	c.started = time.Now()
 	c.mu.Lock()
-	c.ws = wsConn
+	c.ws, c.started = wsConn, time.Now()
 	c.startTimerLocked(exp)
+	// Under mu, so no end, and so no Stop, comes before it.
 	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c)
 	c.startWriterLocked() // anything routed or a Close during the upgrade
 	c.mu.Unlock()
@@ -282,8 +285,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 
 // Wait blocks until every connection has been torn down (and the
 // poller's goroutine, which lives while connections do, and the writers,
-// which outlive them by writerLinger, have returned) or ctx is done. Call it after the http.Server stopped accepting requests and the
-// hub closed the connections (hub.Shutdown): then no reader starts anew.
+// which outlive them by writerLinger, have returned) or ctx is done. Call
+// it after the http.Server stopped accepting requests and the hub closed
+// the connections (hub.Shutdown): then no connection starts anew.
 func (h *Handler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { h.running.Wait(); close(done) }()

@@ -42,13 +42,13 @@ func (c *conn) ClientClosed(code int, reason string) {
 	if code != websocket.CloseNoStatusReceived {
 		echo = websocket.FormatCloseMessage(code, "")
 	}
-	c.readsOver(code, reason, echo)
+	c.answer(code, reason, echo)
 }
 
 // Violated implements intake.Conn: the answer is a close frame with code
 // and reason.
 func (c *conn) Violated(code int, reason string) {
-	c.readsOver(code, reason, websocket.FormatCloseMessage(code, reason))
+	c.answer(code, reason, websocket.FormatCloseMessage(code, reason))
 }
 
 // Gone implements intake.Conn: the client hung up or the socket failed.
@@ -57,28 +57,23 @@ func (c *conn) Gone(err error) {
 	if errors.As(err, &pe) {
 		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
 	}
-	c.readFailed()
+	c.end(websocket.CloseAbnormalClosure, closeLostText)
 }
 
-// readsOver stops reading: the client sent a close frame (code, reason) or
-// broke the protocol. Our close frame, msg unless one is out already, ends
-// the connection; if it is out already, the close handshake is complete.
-func (c *conn) readsOver(code int, reason string, msg []byte) {
+// answer acts on the client's last word, its close frame or a protocol
+// error (code, reason): open → answering, with msg as our close frame;
+// closing → answering, with ours as queued; closeSent → dead, as the close
+// handshake is complete.
+func (c *conn) answer(code int, reason string, msg []byte) {
 	c.mu.Lock()
-	c.readsDone = true
+	defer c.mu.Unlock()
 	c.noteEndLocked(code, reason)
-	c.requestCloseLocked(msg)
-	done := c.closeSent || c.broken
-	c.mu.Unlock()
-	if done {
-		c.end()
+	switch c.state {
+	case stateOpen:
+		c.queueCloseLocked(stateAnswering, msg)
+	case stateClosing:
+		c.state = stateAnswering
+	case stateCloseSent:
+		c.endLocked(code, reason)
 	}
-}
-
-// readFailed: the client hung up or the socket failed.
-func (c *conn) readFailed() {
-	c.mu.Lock()
-	c.readsDone = true
-	c.mu.Unlock()
-	c.end()
 }

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -12,15 +13,25 @@ import (
 // startWriterLocked starts a writer when there is work and none runs.
 // c.mu must be held. Before the upgrade (ws nil) work waits for it.
 func (c *conn) startWriterLocked() {
-	if c.writing || c.dead || c.broken || c.closeSent || c.ws == nil {
-		return
-	}
-	if len(c.queue) == 0 && !c.pingDue && !c.pongDue && !c.closeDue {
+	if c.writing || c.ws == nil || !c.hasWorkLocked() {
 		return
 	}
 	c.writing = true
 	c.writers.Add(1)
 	c.h.runWriter(c)
+}
+
+// hasWorkLocked reports whether the writer has something to write: our
+// close frame while it is queued, else what open lets flow. c.mu must be
+// held.
+func (c *conn) hasWorkLocked() bool {
+	switch c.state {
+	case stateOpen:
+		return len(c.queue) > 0 || c.pingDue || c.pongDue
+	case stateClosing, stateAnswering:
+		return true
+	}
+	return false
 }
 
 // writerLinger is how long a writer goroutine, its connection's work
@@ -59,64 +70,97 @@ func (h *Handler) writer(c *conn) {
 	}
 }
 
+// work is one round of the writer: what it took under c.mu, to write
+// without it.
+type work struct {
+	batch   []*hub.Message
+	ping    bool
+	pongDue bool
+	pong    []byte
+	close   bool // our close frame: written last, the batch reported failed
+}
+
 // writeLoop writes until nothing is left, then returns (and its goroutine
 // may take another connection's work: Handler.runWriter). It reports every
 // message it takes to the message's owner.
 func (c *conn) writeLoop() {
 	defer c.writers.Done()
-	defer func() {
-		if p := recover(); p != nil {
-			c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
-			c.fail()
-		}
-	}()
+	defer c.recoverWriter()
 	var spare []*hub.Message
 	for {
-		c.mu.Lock()
-		batch := c.queue
-		if cap(spare) > keepQueueCap {
-			spare = nil
-		}
-		c.queue = spare[:0]
-		ping, pong, pongDue, closing := c.pingDue, c.pong, c.pongDue, c.closeDue
-		c.pingDue, c.pong, c.pongDue = false, nil, false
-		if len(batch) == 0 && !ping && !pongDue && !closing {
-			c.writing = false
-			c.mu.Unlock()
+		w, ok := c.takeWork(spare)
+		if !ok {
 			return
 		}
-		c.mu.Unlock()
-
-		if closing {
+		if w.close {
 			// What is still queued goes back to the consumer for a retry;
 			// the close frame goes now, after the pong to a ping that came
 			// before whatever made us close.
-			finishAll(batch, errConnClosed)
-			if pongDue {
-				_ = c.control(websocket.PongMessage, pong)
+			finishAll(w.batch, errConnClosed)
+			if w.pongDue {
+				_ = c.control(websocket.PongMessage, w.pong)
 			}
 			c.writeClose()
 			return
 		}
-		if ping && !c.control(websocket.PingMessage, nil) || pongDue && !c.control(websocket.PongMessage, pong) {
-			finishAll(batch, errConnClosed)
-			c.fail()
+		if !c.writeWork(w) {
 			return
 		}
-		for i, m := range batch {
-			err := c.write(m)
-			m.Finish(err)
-			batch[i] = nil
-			if err != nil {
-				if ce := c.h.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
-					ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
-				}
-				finishAll(batch[i+1:], errConnClosed)
-				c.fail()
-				return
+		spare = w.batch
+	}
+}
+
+// takeWork takes what is to be written, leaving spare (emptied) as the
+// queue. When there is nothing it clears writing, in the same critical
+// section, so whoever adds work next starts a writer. Writer only.
+func (c *conn) takeWork(spare []*hub.Message) (w work, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.hasWorkLocked() {
+		c.writing = false
+		return work{}, false
+	}
+	if cap(spare) > keepQueueCap {
+		spare = nil
+	}
+	w = work{batch: c.queue, ping: c.pingDue, pongDue: c.pongDue, pong: c.pong,
+		close: c.state == stateClosing || c.state == stateAnswering}
+	c.queue = spare[:0]
+	c.pingDue, c.pongDue, c.pong = false, false, nil
+	return w, true
+}
+
+// writeWork writes a ping, a pong and the batch, in that order, and
+// reports each message. A failed write ends the connection: false.
+// Writer only.
+func (c *conn) writeWork(w work) bool {
+	if w.ping && !c.control(websocket.PingMessage, nil) || w.pongDue && !c.control(websocket.PongMessage, w.pong) {
+		finishAll(w.batch, errConnClosed)
+		c.end(websocket.CloseAbnormalClosure, closeLostText)
+		return false
+	}
+	for i, m := range w.batch {
+		err := c.write(m)
+		m.Finish(err)
+		w.batch[i] = nil
+		if err != nil {
+			if ce := c.h.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
+				ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 			}
+			finishAll(w.batch[i+1:], errConnClosed)
+			c.end(websocket.CloseAbnormalClosure, closeLostText)
+			return false
 		}
-		spare = batch
+	}
+	return true
+}
+
+// recoverWriter contains a panic while writing to this connection, which
+// ends. Writer only.
+func (c *conn) recoverWriter() {
+	if p := recover(); p != nil {
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
+		c.end(websocket.CloseAbnormalClosure, closeLostText)
 	}
 }
 
@@ -124,65 +168,58 @@ func (c *conn) writeLoop() {
 // a bigger burst it is let go so an idle connection shrinks back.
 const keepQueueCap = 64
 
+// write writes one message as a text or binary frame, under WriteWait.
 func (c *conn) write(m *hub.Message) error {
 	typ := websocket.TextMessage
 	if m.Binary {
 		typ = websocket.BinaryMessage
 	}
 	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteWait)); err != nil {
-		return err
+		return fmt.Errorf("set write deadline: %w", err)
 	}
-	return c.ws.WriteMessage(typ, m.Data)
+	if err := c.ws.WriteMessage(typ, m.Data); err != nil {
+		return fmt.Errorf("write message: %w", err)
+	}
+	return nil
 }
 
+// control writes one control frame under WriteWait; false means it failed.
 func (c *conn) control(typ int, payload []byte) bool {
 	return c.ws.WriteControl(typ, payload, time.Now().Add(c.h.cfg.WriteWait)) == nil
 }
 
-// requestCloseLocked asks the writer for a close frame with payload msg.
+// queueCloseLocked leaves open for next (closing or answering), with msg
+// as our close frame, and starts the writer for it. c.mu must be held and
+// the state open.
 //
 // A writer blocked on a client that stopped reading would hold the close
 // frame back for up to WriteWait; this shortens that write's deadline to
 // CloseGrace, after which the socket is cut. (The deadline is set on the
 // net.Conn, which is safe from any goroutine; gorilla sets its own again
-// before its next write.) c.mu must be held.
-func (c *conn) requestCloseLocked(msg []byte) {
-	if c.closeDue || c.closeSent {
-		return
-	}
-	c.closeDue, c.closeMsg = true, msg
+// before its next write.)
+func (c *conn) queueCloseLocked(next connState, msg []byte) {
+	c.state, c.closeMsg = next, msg
 	if c.writing && c.ws != nil {
 		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.h.cfg.CloseGrace))
 	}
 	c.startWriterLocked()
 }
 
-// writeClose writes the close frame, then ends the connection at once if
-// the client closed or hung up already, else after CloseGrace unless the
-// client's close frame comes first. Writer only.
+// writeClose writes our close frame. Then closing → closeSent, with
+// CloseGrace for the client's close frame to come; answering (the client
+// is done) → dead, as does a failed write. Writer only.
 func (c *conn) writeClose() {
 	c.mu.Lock()
 	msg := c.closeMsg
 	c.mu.Unlock()
 	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteWait))
 	c.mu.Lock()
-	c.closeSent, c.writing = true, false
-	done := err != nil || c.readsDone
-	if !done {
+	defer c.mu.Unlock()
+	if err == nil && c.state == stateClosing {
+		c.state = stateCloseSent
 		c.closeBy = time.Now().Add(c.h.cfg.CloseGrace)
 		c.timer.Reset(c.h.cfg.CloseGrace)
+		return
 	}
-	c.mu.Unlock()
-	if done {
-		c.end()
-	}
-}
-
-// fail marks the connection broken after a failed write and ends it.
-// Writer only.
-func (c *conn) fail() {
-	c.mu.Lock()
-	c.broken, c.writing = true, false
-	c.mu.Unlock()
-	c.end()
+	c.endLocked(websocket.CloseAbnormalClosure, closeLostText)
 }
