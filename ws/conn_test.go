@@ -43,11 +43,11 @@ func TestDelivery(t *testing.T) {
 				t.Fatalf("Route = %d, want 1", n)
 			}
 			wantMessage(t, c, tt.wantType, tt.give)
-			waitFor(t, waitTimeout, func() bool { return rec.count() == 1 })
+			waitFor(t, waitTimeout, rec.hasCount(1))
 			if err := rec.reports(m)[0]; err != nil {
 				t.Errorf("reported %v, want nil", err)
 			}
-			waitFor(t, waitTimeout, func() bool { return m.Pending() == 0 })
+			waitFor(t, waitTimeout, released(m))
 		})
 	}
 }
@@ -66,7 +66,7 @@ func TestFanOut(t *testing.T) {
 	}
 	wantMessage(t, c1, websocket.TextMessage, m.Data)
 	wantMessage(t, c2, websocket.TextMessage, m.Data)
-	waitFor(t, waitTimeout, func() bool { return m.Pending() == 0 })
+	waitFor(t, waitTimeout, released(m))
 	if got := rec.reports(m); len(got) != 1 || got[0] != nil {
 		t.Errorf("reports = %v, want exactly one nil", got)
 	}
@@ -99,7 +99,12 @@ func TestRouteOffline(t *testing.T) {
 	m := rec.message([]byte("hi"))
 	ts.hub.Route("alice", m)
 	wantMessage(t, c, websocket.TextMessage, m.Data)
-	waitFor(t, waitTimeout, func() bool { return len(rec.reports(m)) == 1 })
+	waitFor(t, waitTimeout, func() error {
+		if got := rec.reports(m); len(got) != 1 {
+			return fmt.Errorf("%q reported %d times, want once", m.Data, len(got))
+		}
+		return nil
+	})
 	if got := rec.count(); got != 1 {
 		t.Errorf("%d reports, want 1", got)
 	}
@@ -122,7 +127,7 @@ func TestInOrder(t *testing.T) {
 	for i := range msgs {
 		wantMessage(t, c, websocket.TextMessage, msgs[i].Data)
 	}
-	waitFor(t, waitTimeout, func() bool { return rec.count() == total })
+	waitFor(t, waitTimeout, rec.hasCount(total))
 	for i, m := range msgs {
 		if got := rec.reports(m); len(got) != 1 || got[0] != nil {
 			t.Fatalf("message %d reports = %v, want exactly one nil", i, got)
@@ -175,7 +180,7 @@ func TestManyClients(t *testing.T) {
 	}
 	routers.Wait()
 	readers.Wait()
-	waitFor(t, waitTimeout, func() bool { return rec.count() == uids*perUID })
+	waitFor(t, waitTimeout, rec.hasCount(uids*perUID))
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	for m, errs := range rec.got {
@@ -258,7 +263,7 @@ func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
 	default:
 		t.Error("no pong before the close: the server did not answer a ping sent after the 4096-byte message")
 	}
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, ts.hasConns(0))
 }
 
 // TestSlowClient: a client that stops reading fills its queue; the message
@@ -304,8 +309,8 @@ func TestSlowClient(t *testing.T) {
 	})
 	wantClose(t, err, wire.CloseSlowClient, wire.CloseSlowClientText)
 
-	waitFor(t, waitTimeout, func() bool { return rec.count() == len(msgs) })
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, rec.hasCount(len(msgs)))
+	waitFor(t, waitTimeout, ts.hasConns(0))
 	for i, m := range msgs {
 		got := rec.reports(m)
 		if len(got) != 1 {
@@ -330,7 +335,7 @@ func TestKick(t *testing.T) {
 	for _, c := range []*websocket.Conn{c1, c2} {
 		wantClose(t, readUntilClose(t, c, nil), wire.CloseKicked, wire.CloseKickedText)
 	}
-	waitFor(t, waitTimeout, func() bool { return !ts.hub.Online("alice") })
+	waitFor(t, waitTimeout, ts.isOffline("alice"))
 	if n := ts.hub.Len(); n != 1 {
 		t.Errorf("hub.Len() = %d, want 1 (bob)", n)
 	}
@@ -374,7 +379,7 @@ func TestTokenExpiry(t *testing.T) {
 			if closedAt.Before(exp) {
 				t.Errorf("closed at %s, before exp %s", closedAt.Format(time.StampMilli), exp.Format(time.StampMilli))
 			}
-			waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+			waitFor(t, waitTimeout, ts.hasConns(0))
 		})
 	}
 }
@@ -430,7 +435,7 @@ func TestQueuedReportedOnClose(t *testing.T) {
 	first := rec.message([]byte("read in time"))
 	ts.hub.Route("alice", first)
 	wantMessage(t, c, websocket.TextMessage, first.Data)
-	waitFor(t, waitTimeout, func() bool { return rec.count() == 1 })
+	waitFor(t, waitTimeout, rec.hasCount(1))
 
 	// The client stops reading now: the huge write stalls the pump, the
 	// next ones wait in the queue, then the connection is kicked.
@@ -447,8 +452,8 @@ func TestQueuedReportedOnClose(t *testing.T) {
 		t.Fatalf("Kick = %d, want 1", n)
 	}
 
-	waitFor(t, waitTimeout, func() bool { return rec.count() == 1+len(stuck) })
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, rec.hasCount(1+len(stuck)))
+	waitFor(t, waitTimeout, ts.hasConns(0))
 	if got := rec.reports(first); len(got) != 1 || got[0] != nil {
 		t.Errorf("first message reports = %v, want exactly one nil", got)
 	}
@@ -504,7 +509,7 @@ func testPingKeepsAlive(t *testing.T, goroutineReaders bool) {
 			t.Fatal("no pings")
 		}
 	}
-	waitFor(t, waitTimeout, func() bool { return !ts.hub.Online("mute") })
+	waitFor(t, waitTimeout, ts.isOffline("mute"))
 	if !ts.hub.Online("live") {
 		t.Fatal("the answering client was dropped")
 	}
@@ -564,7 +569,7 @@ func testCloseGrace(t *testing.T, goroutineReaders bool) {
 		<-sent
 	}()
 	start := time.Now()
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, ts.hasConns(0))
 	if d := time.Since(start); d > 10*grace {
 		t.Errorf("connection held %s after our close frame, want about %s", d.Round(time.Millisecond), grace)
 	}

@@ -380,7 +380,7 @@ func TestOnConnect(t *testing.T) {
 		t.Fatal("OnConnect not called")
 	}
 	wantMessage(t, c, websocket.TextMessage, welcome.Data)
-	waitFor(t, waitTimeout, func() bool { return rec.count() == 1 })
+	waitFor(t, waitTimeout, rec.hasCount(1))
 	if got := rec.reports(welcome); got[0] != nil {
 		t.Errorf("welcome reported %v, want nil", got[0])
 	}
