@@ -110,18 +110,22 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// takeWork takes what is to be written, leaving spare (emptied) as the
-// queue. When there is nothing it clears writing, in the same critical
-// section, so whoever adds work next starts a writer. Writer only.
+// takeWork takes what is to be written and leaves spare (emptied) as the
+// queue, so the next burst reuses it. When there is nothing it clears
+// writing, in the same critical section, so whoever adds work next starts
+// a writer. Writer only.
 func (c *conn) takeWork(spare []*hub.Message) (w work, ok bool) {
+	if cap(spare) > keepQueueCap {
+		spare = nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.hasWorkLocked() {
 		c.writing = false
+		if len(c.queue) == 0 { // else closeSent or dead: finish drains it
+			c.queue = spare[:0]
+		}
 		return work{}, false
-	}
-	if cap(spare) > keepQueueCap {
-		spare = nil
 	}
 	w = work{batch: c.queue, ping: c.pingDue, pongDue: c.pongDue, pong: c.pong,
 		close: c.state == stateClosing || c.state == stateAnswering}
