@@ -49,7 +49,7 @@ func (r *recorder) ClientClosed(code int, reason string) {
 	r.events <- fmt.Sprintf("close %d %s", code, reason)
 }
 func (r *recorder) Violated(code int, reason string) {
-	r.events <- fmt.Sprintf("violated %d", code)
+	r.events <- fmt.Sprintf("violated %d %s", code, reason)
 }
 func (r *recorder) Gone(err error) {
 	var pe *PanicError
@@ -187,12 +187,12 @@ func TestPollerEnds(t *testing.T) {
 		give   func(tb testing.TB, w *watched)
 		want   string
 	}{
-		{name: "hang-up", give: func(tb testing.TB, w *watched) { _ = w.client.Close() }, want: "gone"},
+		{name: "hang-up", give: func(_ testing.TB, w *watched) { _ = w.client.Close() }, want: "gone"},
 		{name: "unmasked frame", give: func(tb testing.TB, w *watched) { w.send(tb, []byte{0x89, 0x00}) },
-			want: fmt.Sprintf("violated %d", websocket.CloseProtocolError)},
+			want: fmt.Sprintf("violated %d unmasked client frame", websocket.CloseProtocolError)},
 		{name: "message over the limit", give: func(tb testing.TB, w *watched) {
 			w.send(tb, clientFrame(true, opBinary, make([]byte, 65), key))
-		}, want: fmt.Sprintf("violated %d", websocket.CloseMessageTooBig)},
+		}, want: fmt.Sprintf("violated %d message too big", websocket.CloseMessageTooBig)},
 		{name: "panic in a Conn method", panics: true, give: func(tb testing.TB, w *watched) {
 			w.send(tb, clientFrame(true, opPing, nil, key))
 		}, want: "panic ping handler failed"},
