@@ -8,7 +8,7 @@ FUZZ_TARGETS := \
 	./wire:FuzzValidUID \
 	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \
-	./ws:FuzzFrameReader
+	./ws/internal/intake:FuzzFrameReader
 
 .DEFAULT_GOAL := help
 

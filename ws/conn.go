@@ -3,89 +3,117 @@ package ws
 import (
 	"errors"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
+	"github.com/pusher-io/pusher/ws/internal/intake"
 )
 
 // errConnClosed is reported for messages still queued when a connection
 // goes; the consumer retries them, so the user gets them on reconnect.
 var errConnClosed = errors.New("connection closed before write")
 
-// errPeerGone: the client's end of the socket is closed.
-var errPeerGone = errors.New("peer closed the connection")
-
 // conn is one authenticated WebSocket connection.
 //
-// An idle connection costs no goroutine. Its socket is watched by the
-// Handler's poller (or, where there is none, read by a goroutine of its
-// own, goRead); a readable socket is read by a short-lived goroutine
-// (pollRead) that feeds the bytes to frameReader. A writer runs only while
-// there is something to write (messages, a ping, a pong, a close frame):
-// Enqueue, the timer, the reader and Close start one when none runs, on a
-// goroutine that has just finished another connection's writes if one
-// waits (Handler.runWriter), and it returns when there is nothing left. At most one writer runs at
-// a time, so it is the connection's only writer, as gorilla requires.
+// An idle connection costs no goroutine. The Handler's intake.Poller reads
+// its socket when the client sends something and calls the intake.Conn
+// methods (read.go) with what it finds. A writer runs only while there is
+// something to write (messages, a ping, a pong, our close frame): Enqueue,
+// the timer, the reader and Close start one when none runs (write.go), on
+// a goroutine that has just finished another connection's writes if one
+// waits, and it returns when nothing is left. At most one writer runs at a
+// time, so it is the connection's only writer, as gorilla requires.
 //
-// The connection ends (Handler.finish, run once, by end) when the client
-// hangs up, after the close handshake, after CloseGrace past our close
-// frame, after PongWait of silence, or when a write fails.
+// Its life, in state (guarded by mu):
+//
+//	       Close                    our close frame written
+//	open ──────────▶ closing ─────────────────────────────▶ closeSent
+//	 │                  │                                      │
+//	 │ the client       │ the client                           │ the client closes,
+//	 │ closes or errs   │ closes or errs                       │ or CloseGrace passes
+//	 ▼                  │                                      ▼
+//	answering ◀─────────┘                                     dead
+//	 │                                                         ▲
+//	 └─────────────── our close frame written ─────────────────┘
+//
+//	any state ── a write fails, the client hangs up, PongWait of silence, a panic ──▶ dead
+//
+// Close is hub.Conn's (a kick, shutdown), or ours (token expiry, a full
+// queue). The client closes with its close frame and errs by breaking RFC
+// 6455 (intake.Conn's ClientClosed and Violated).
+//
+// Messages, pings and pongs are written while open. Our close frame
+// (closeMsg) is written in closing and answering, after a pong still owed;
+// messages queued by then are reported failed, for a retry. In answering
+// it echoes the client's close frame or carries the protocol error, unless
+// ours was queued first. Nothing is written after it. end is the one way
+// into dead: it records the cause (the first decided wins) and has
+// Handler.finish tear the connection down, once.
 type conn struct {
-	id  uint64
-	uid string
-	ws  *websocket.Conn // set under mu before reading starts; nil until the upgrade
-	cfg *Config
-	log *zap.Logger // the Handler's; calls add uid and conn themselves
-	h   *Handler    // finish
+	// Static after construction; ws and started are set at the upgrade,
+	// under mu, before anything reads them.
+	id      uint64
+	uid     string
+	h       *Handler        // its cfg, its log (calls add uid and conn), finish
+	ws      *websocket.Conn // nil until the upgrade
+	started time.Time       // the upgrade, for the log
 
-	started time.Time // the upgrade, for the log
+	// Reader only: the Handler's poller's, from Watch (at the upgrade) to
+	// Stop (in finish).
+	in intake.Reader
 
-	// Reading. raw and pset are set under mu before reading starts: pset
-	// non-nil means the poller watches the socket, else goRead reads it.
-	// frames is used by one reader at a time (registrations are one-shot).
-	raw     syscall.RawConn
-	pset    *epollSet
-	frames  frameReader
-	readers sync.WaitGroup // pollRead or goRead in flight
+	// writers counts the writer running writeLoop, for finish.
+	writers sync.WaitGroup
 
-	// mu guards everything below. The queue is a slice, not a channel, so
-	// an idle connection holds no buffer and a burst of up to SendQueue
-	// messages is absorbed without closing a healthy client.
-	mu        sync.Mutex
-	queue     []*hub.Message
-	writing   bool   // a writer goroutine is running
-	pingDue   bool   // the timer asks for a ping
-	pongDue   bool   // the client pinged: echo pong
-	pong      []byte // the payload of the client's last ping
-	closeDue  bool   // a close frame is to be written: closeMsg
-	closeMsg  []byte // the close frame's payload
-	closeSent bool   // the close frame went out; nothing else is written
-	readsDone bool   // the client closed, hung up or broke the protocol
-	broken    bool   // a write failed; nothing else is written
-	dead      bool   // end was called: no writer or reader may start
-	writers   sync.WaitGroup
-
-	// timer is the connection's one timer, for pings, token expiry, the
-	// silence limit and the close grace (one timer, not four, because
-	// every idle connection carries it).
-	timer    *time.Timer
-	nextPing time.Time
-	expires  time.Time // zero: the token has no exp
-	heard    time.Time // when the client last sent anything
-	closeBy  time.Time // set with closeSent: the socket is cut then
-
+	// Guarded by mu. It is never held across a write or a read; the
+	// writer takes its work under it and writes without it.
+	mu      sync.Mutex
+	state   connState
+	writing bool // a writer goroutine owns the writes; cleared when it finds no work
+	pingDue bool // the timer asks for a ping
+	pongDue bool // the client pinged: echo pong
+	// queue is a slice, not a channel, so an idle connection holds no
+	// buffer and a burst of up to SendQueue messages is absorbed without
+	// closing a healthy client.
+	queue    []*hub.Message
+	pong     []byte // the payload of the client's last ping
+	closeMsg []byte // our close frame's payload; set on leaving open
 	// endCode and endReason say how the connection ended, for the log;
 	// the first event that decides it sets them.
 	endCode   int
 	endReason string
+
+	// Timer: the connection's one timer, for pings, token expiry, the
+	// silence limit and the close grace (one timer, not four, because
+	// every idle connection carries it). Guarded by mu.
+	timer    *time.Timer
+	nextPing time.Time
+	expires  time.Time // zero: the token has no exp
+	heard    time.Time // when the client last sent anything
+	closeBy  time.Time // in closeSent: the socket is cut then
 }
 
+// connState is where a conn is in its life; see conn.
+type connState uint8
+
+const (
+	stateOpen      connState = iota // messages, pings and pongs flow
+	stateClosing                    // our close frame is queued; the client may still send
+	stateAnswering                  // our close frame is queued and the client is done: once it is out, dead
+	stateCloseSent                  // our close frame is out; waiting for the client's, CloseGrace at most
+	stateDead                       // end ran: finish tears the connection down; nothing starts
+)
+
+// closeLostText is the log's reason for a connection that ended without
+// a close handshake, with 1006 (a code never sent, RFC 6455 7.4.1).
+const closeLostText = "connection lost"
+
 func newConn(id uint64, uid string, h *Handler) *conn {
-	return &conn{id: id, uid: uid, cfg: &h.cfg, log: h.log, h: h, frames: frameReader{limit: h.cfg.MaxMessageSize}}
+	return &conn{id: id, uid: uid, h: h}
 }
 
 // Enqueue implements hub.Conn. A full queue means the client does not keep
@@ -93,43 +121,31 @@ func newConn(id uint64, uid string, h *Handler) *conn {
 // the connection is closed so it stops holding messages hostage.
 func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
-	if len(c.queue) >= c.cfg.SendQueue {
-		c.mu.Unlock()
-		c.Close(CloseSlowClient, "slow client")
+	defer c.mu.Unlock()
+	if len(c.queue) >= c.h.cfg.SendQueue {
+		c.closeLocked(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false
 	}
 	c.queue = append(c.queue, m)
 	c.startWriterLocked()
-	c.mu.Unlock()
 	return true
 }
 
-// Close implements hub.Conn: the writer sends a close frame with code and
-// reason, then waits up to CloseGrace for the client's. Only the first
-// close frame counts.
+// Close implements hub.Conn: open → closing. The writer sends a close
+// frame with code and reason, then waits up to CloseGrace for the
+// client's. Only the first close frame counts.
 func (c *conn) Close(code int, reason string) {
 	c.mu.Lock()
-	c.noteEndLocked(code, reason)
-	c.requestCloseLocked(websocket.FormatCloseMessage(code, reason))
+	c.closeLocked(code, reason)
 	c.mu.Unlock()
 }
 
-// requestCloseLocked asks the writer for a close frame with payload msg.
-//
-// A writer blocked on a client that stopped reading would hold the close
-// frame back for up to WriteWait; this shortens that write's deadline to
-// CloseGrace, after which the socket is cut. (The deadline is set on the
-// net.Conn, which is safe from any goroutine; gorilla sets its own again
-// before its next write.) c.mu must be held.
-func (c *conn) requestCloseLocked(msg []byte) {
-	if c.closeDue || c.closeSent {
-		return
+// closeLocked is Close with c.mu held.
+func (c *conn) closeLocked(code int, reason string) {
+	c.noteEndLocked(code, reason)
+	if c.state == stateOpen {
+		c.queueCloseLocked(stateClosing, websocket.FormatCloseMessage(code, reason))
 	}
-	c.closeDue, c.closeMsg = true, msg
-	if c.writing && c.ws != nil {
-		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.CloseGrace))
-	}
-	c.startWriterLocked()
 }
 
 // noteEndLocked records why the connection ends unless that is decided.
@@ -139,350 +155,32 @@ func (c *conn) noteEndLocked(code int, reason string) {
 	}
 }
 
+// end ends the connection: → dead, with code and reason as the cause
+// unless one was decided before. It stops the timer and has Handler.finish
+// tear the connection down, once, on a goroutine of its own; it never
+// blocks, so the reader, a writer and the timer call it.
+func (c *conn) end(code int, reason string) {
+	c.mu.Lock()
+	c.endLocked(code, reason)
+	c.mu.Unlock()
+}
+
+// endLocked is end with c.mu held.
+func (c *conn) endLocked(code int, reason string) {
+	if c.state == stateDead {
+		return
+	}
+	c.noteEndLocked(code, reason)
+	c.state = stateDead
+	c.timer.Stop()
+	go c.h.finish(c)
+}
+
 // endStatus is how the connection ended, for the log.
 func (c *conn) endStatus() (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.endCode == 0 {
-		return websocket.CloseAbnormalClosure, "connection lost"
-	}
 	return c.endCode, c.endReason
-}
-
-// end stops new readers and writers from starting and has Handler.finish
-// tear the connection down, once. It never blocks, so readers, writers and
-// the timer may call it.
-func (c *conn) end() {
-	c.mu.Lock()
-	if c.dead {
-		c.mu.Unlock()
-		return
-	}
-	c.dead = true
-	c.timer.Stop()
-	c.mu.Unlock()
-	go c.h.finish(c)
-}
-
-// startTimerLocked arms the connection's timer; serve calls it once, at
-// the upgrade. c.mu must be held.
-func (c *conn) startTimerLocked(expires time.Time) {
-	now := time.Now()
-	c.expires, c.heard = expires, now
-	c.nextPing = now.Add(c.cfg.PingInterval)
-	c.timer = time.AfterFunc(c.untilNextTick(now), c.tick)
-}
-
-// tick is the timer's callback: it ends the connection once CloseGrace
-// passed after our close frame or the client stayed silent for PongWait,
-// closes it with 4003 once the token expired, else asks the writer for a
-// ping when one is due, and rearms itself while the connection lives.
-func (c *conn) tick() {
-	now := time.Now()
-	c.mu.Lock()
-	if c.dead {
-		c.mu.Unlock()
-		return
-	}
-	cut := !c.closeBy.IsZero() && !now.Before(c.closeBy)
-	silent := now.Sub(c.heard) >= c.cfg.PongWait
-	expired := !c.expires.IsZero() && !now.Before(c.expires)
-	switch {
-	case cut || silent:
-		c.noteEndLocked(websocket.CloseAbnormalClosure, "connection lost")
-	case expired:
-	default:
-		if !now.Before(c.nextPing) {
-			c.pingDue = true
-			c.nextPing = now.Add(c.cfg.PingInterval)
-			c.startWriterLocked()
-		}
-		c.timer.Reset(c.untilNextTick(now))
-	}
-	c.mu.Unlock()
-	switch {
-	case cut || silent:
-		c.end()
-	case expired:
-		// The writer rearms the timer for the close grace.
-		c.Close(CloseTokenExpired, "token expired")
-	}
-}
-
-// untilNextTick is the time to the next ping, the expiry, the silence
-// limit or the close grace's end, whichever is first. c.mu must be held.
-func (c *conn) untilNextTick(now time.Time) time.Duration {
-	next := c.heard.Add(c.cfg.PongWait)
-	if !c.closeDue && !c.closeSent {
-		next = earliest(next, c.nextPing)
-		if !c.expires.IsZero() {
-			next = earliest(next, c.expires)
-		}
-	}
-	if !c.closeBy.IsZero() {
-		next = earliest(next, c.closeBy)
-	}
-	return next.Sub(now)
-}
-
-func earliest(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-// startWriterLocked starts a writer when there is work and none runs.
-// c.mu must be held. Before the upgrade (ws nil) work waits for it.
-func (c *conn) startWriterLocked() {
-	if c.writing || c.dead || c.broken || c.closeSent || c.ws == nil {
-		return
-	}
-	if len(c.queue) == 0 && !c.pingDue && !c.pongDue && !c.closeDue {
-		return
-	}
-	c.writing = true
-	c.writers.Add(1)
-	c.h.runWriter(c)
-}
-
-// writeLoop writes until nothing is left, then returns (and its goroutine
-// may take another connection's work: Handler.runWriter). It reports every
-// message it takes to the message's owner.
-func (c *conn) writeLoop() {
-	defer c.writers.Done()
-	defer func() {
-		if p := recover(); p != nil {
-			c.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
-			c.fail()
-		}
-	}()
-	var spare []*hub.Message
-	for {
-		c.mu.Lock()
-		batch := c.queue
-		if cap(spare) > keepQueueCap {
-			spare = nil
-		}
-		c.queue = spare[:0]
-		ping, pong, pongDue, closing := c.pingDue, c.pong, c.pongDue, c.closeDue
-		c.pingDue, c.pong, c.pongDue = false, nil, false
-		if len(batch) == 0 && !ping && !pongDue && !closing {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-
-		if closing {
-			// What is still queued goes back to the consumer for a retry;
-			// the close frame goes now, after the pong to a ping that came
-			// before whatever made us close.
-			finishAll(batch, errConnClosed)
-			if pongDue {
-				_ = c.control(websocket.PongMessage, pong)
-			}
-			c.writeClose()
-			return
-		}
-		if ping && !c.control(websocket.PingMessage, nil) || pongDue && !c.control(websocket.PongMessage, pong) {
-			finishAll(batch, errConnClosed)
-			c.fail()
-			return
-		}
-		for i, m := range batch {
-			err := c.write(m)
-			m.Finish(err)
-			batch[i] = nil
-			if err != nil {
-				if ce := c.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
-					ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
-				}
-				finishAll(batch[i+1:], errConnClosed)
-				c.fail()
-				return
-			}
-		}
-		spare = batch
-	}
-}
-
-// writeClose writes the close frame, then ends the connection at once if
-// the client closed or hung up already, else after CloseGrace unless the
-// client's close frame comes first. Writer only.
-func (c *conn) writeClose() {
-	c.mu.Lock()
-	msg := c.closeMsg
-	c.mu.Unlock()
-	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.cfg.WriteWait))
-	c.mu.Lock()
-	c.closeSent, c.writing = true, false
-	done := err != nil || c.readsDone
-	if !done {
-		c.closeBy = time.Now().Add(c.cfg.CloseGrace)
-		c.timer.Reset(c.cfg.CloseGrace)
-	}
-	c.mu.Unlock()
-	if done {
-		c.end()
-	}
-}
-
-func (c *conn) control(typ int, payload []byte) bool {
-	return c.ws.WriteControl(typ, payload, time.Now().Add(c.cfg.WriteWait)) == nil
-}
-
-// fail marks the connection broken after a failed write and ends it.
-// Writer only.
-func (c *conn) fail() {
-	c.mu.Lock()
-	c.broken, c.writing = true, false
-	c.mu.Unlock()
-	c.end()
-}
-
-// keepQueueCap is the largest queue slice a writer keeps for reuse; after
-// a bigger burst it is let go so an idle connection shrinks back.
-const keepQueueCap = 64
-
-func (c *conn) write(m *hub.Message) error {
-	typ := websocket.TextMessage
-	if m.Binary {
-		typ = websocket.BinaryMessage
-	}
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteWait)); err != nil {
-		return err
-	}
-	return c.ws.WriteMessage(typ, m.Data)
-}
-
-// maxReadsPerWake bounds one pollRead, so a client that keeps sending
-// shares the reading goroutines' time with the others.
-const maxReadsPerWake = 8
-
-// readBufs holds the buffers pollRead reads into: shared, so an idle
-// connection holds none.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
-
-// beginRead reports whether a reader may start, and counts it.
-func (c *conn) beginRead() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead || c.readsDone {
-		return false
-	}
-	c.readers.Add(1)
-	return true
-}
-
-// pollRead reads what the readable socket holds, then re-arms it with p,
-// unless reading is over.
-func (c *conn) pollRead(p *poller) {
-	defer c.readers.Done()
-	defer c.recoverReader()
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
-	for range maxReadsPerWake {
-		n, err := c.readNow(*bp)
-		if err != nil {
-			c.readFailed()
-			return
-		}
-		if n == 0 {
-			break
-		}
-		if !c.consume((*bp)[:n]) {
-			return
-		}
-	}
-	p.rearm(c)
-}
-
-// goRead is the reader where no poller is: a goroutine per connection,
-// blocked in Read, which finish unblocks by closing the socket.
-func (c *conn) goRead() {
-	defer c.readers.Done()
-	defer c.recoverReader()
-	buf := make([]byte, readBufferSize)
-	nc := c.ws.NetConn()
-	for {
-		n, err := nc.Read(buf)
-		if n > 0 && !c.consume(buf[:n]) {
-			return
-		}
-		if err != nil {
-			c.readFailed()
-			return
-		}
-	}
-}
-
-// recoverReader contains a panic while reading to this connection.
-func (c *conn) recoverReader() {
-	if p := recover(); p != nil {
-		c.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
-		c.readFailed()
-	}
-}
-
-// consume feeds client bytes to the frame reader and acts on the frames;
-// false means reading is over (the client closed or broke the protocol).
-func (c *conn) consume(b []byte) bool {
-	c.mu.Lock()
-	c.heard = time.Now()
-	c.mu.Unlock()
-	for len(b) > 0 {
-		ev, n, err := c.frames.feed(b)
-		b = b[n:]
-		if err != nil {
-			pe := &protocolError{Code: websocket.CloseProtocolError, Text: err.Error()}
-			errors.As(err, &pe)
-			c.readsOver(pe.Code, pe.Text, websocket.FormatCloseMessage(pe.Code, pe.Text))
-			return false
-		}
-		switch ev {
-		case framePing:
-			c.mu.Lock()
-			c.pong, c.pongDue = c.frames.control(), true
-			c.startWriterLocked()
-			c.mu.Unlock()
-			c.frames.release()
-		case frameClose:
-			code, reason := c.frames.closeFrame()
-			c.frames.release()
-			// Echo the code, as RFC 6455 5.5.1 asks, unless ours went first.
-			echo := []byte{}
-			if code != websocket.CloseNoStatusReceived {
-				echo = websocket.FormatCloseMessage(code, "")
-			}
-			c.readsOver(code, reason, echo)
-			return false
-		}
-	}
-	return true
-}
-
-// readsOver stops reading: the client sent a close frame (code, reason) or
-// broke the protocol. Our close frame, msg unless one is out already, ends
-// the connection; if it is out already, the close handshake is complete.
-func (c *conn) readsOver(code int, reason string, msg []byte) {
-	c.mu.Lock()
-	c.readsDone = true
-	c.noteEndLocked(code, reason)
-	c.requestCloseLocked(msg)
-	done := c.closeSent || c.broken
-	c.mu.Unlock()
-	if done {
-		c.end()
-	}
-}
-
-// readFailed: the client hung up or the socket failed.
-func (c *conn) readFailed() {
-	c.mu.Lock()
-	c.readsDone = true
-	c.mu.Unlock()
-	c.end()
 }
 
 // drain reports every message still queued as failed. The caller has
@@ -501,4 +199,22 @@ func finishAll(ms []*hub.Message, err error) {
 		m.Finish(err)
 		ms[i] = nil
 	}
+}
+
+// finish tears c down, once (conn.endLocked): it stops the reading and the
+// writer, unregisters c, reports whatever was still queued as failed,
+// and logs how the connection ended.
+func (h *Handler) finish(c *conn) {
+	// No writer starts now (dead). Stop closes the socket, which fails a
+	// write in progress, once the poller let go of it and no read runs.
+	h.poll.Stop(&c.in)
+	c.writers.Wait()
+	h.hub.Remove(c.uid, c)
+	c.drain()
+	code, reason := c.endStatus()
+	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
+		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
+			zap.Duration("duration", time.Since(c.started)))
+	}
+	h.running.Done()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
 // TestDelivery: a routed payload arrives with its exact bytes, as a text
@@ -42,11 +43,11 @@ func TestDelivery(t *testing.T) {
 				t.Fatalf("Route = %d, want 1", n)
 			}
 			wantMessage(t, c, tt.wantType, tt.give)
-			waitFor(t, waitTimeout, func() bool { return rec.count() == 1 })
+			waitFor(t, waitTimeout, rec.hasCount(1))
 			if err := rec.reports(m)[0]; err != nil {
 				t.Errorf("reported %v, want nil", err)
 			}
-			waitFor(t, waitTimeout, func() bool { return m.Pending() == 0 })
+			waitFor(t, waitTimeout, released(m))
 		})
 	}
 }
@@ -65,7 +66,7 @@ func TestFanOut(t *testing.T) {
 	}
 	wantMessage(t, c1, websocket.TextMessage, m.Data)
 	wantMessage(t, c2, websocket.TextMessage, m.Data)
-	waitFor(t, waitTimeout, func() bool { return m.Pending() == 0 })
+	waitFor(t, waitTimeout, released(m))
 	if got := rec.reports(m); len(got) != 1 || got[0] != nil {
 		t.Errorf("reports = %v, want exactly one nil", got)
 	}
@@ -98,7 +99,12 @@ func TestRouteOffline(t *testing.T) {
 	m := rec.message([]byte("hi"))
 	ts.hub.Route("alice", m)
 	wantMessage(t, c, websocket.TextMessage, m.Data)
-	waitFor(t, waitTimeout, func() bool { return len(rec.reports(m)) == 1 })
+	waitFor(t, waitTimeout, func() error {
+		if got := rec.reports(m); len(got) != 1 {
+			return fmt.Errorf("%q reported %d times, want once", m.Data, len(got))
+		}
+		return nil
+	})
 	if got := rec.count(); got != 1 {
 		t.Errorf("%d reports, want 1", got)
 	}
@@ -121,7 +127,7 @@ func TestInOrder(t *testing.T) {
 	for i := range msgs {
 		wantMessage(t, c, websocket.TextMessage, msgs[i].Data)
 	}
-	waitFor(t, waitTimeout, func() bool { return rec.count() == total })
+	waitFor(t, waitTimeout, rec.hasCount(total))
 	for i, m := range msgs {
 		if got := rec.reports(m); len(got) != 1 || got[0] != nil {
 			t.Fatalf("message %d reports = %v, want exactly one nil", i, got)
@@ -174,7 +180,7 @@ func TestManyClients(t *testing.T) {
 	}
 	routers.Wait()
 	readers.Wait()
-	waitFor(t, waitTimeout, func() bool { return rec.count() == uids*perUID })
+	waitFor(t, waitTimeout, rec.hasCount(uids*perUID))
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	for m, errs := range rec.got {
@@ -257,12 +263,12 @@ func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
 	default:
 		t.Error("no pong before the close: the server did not answer a ping sent after the 4096-byte message")
 	}
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, ts.hasConns(0))
 }
 
 // TestSlowClient: a client that stops reading fills its queue; the message
 // that finds it full is reported ErrQueueFull, the server closes the
-// connection with CloseSlowClient, and every message that found the
+// connection with wire.CloseSlowClient, and every message that found the
 // connection is reported exactly once: nil for each the client got,
 // an error for the others.
 func TestSlowClient(t *testing.T) {
@@ -301,10 +307,10 @@ func TestSlowClient(t *testing.T) {
 		}
 		received[binary.BigEndian.Uint64(data)] = true
 	})
-	wantClose(t, err, CloseSlowClient, "slow client")
+	wantClose(t, err, wire.CloseSlowClient, wire.CloseSlowClientText)
 
-	waitFor(t, waitTimeout, func() bool { return rec.count() == len(msgs) })
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, rec.hasCount(len(msgs)))
+	waitFor(t, waitTimeout, ts.hasConns(0))
 	for i, m := range msgs {
 		got := rec.reports(m)
 		if len(got) != 1 {
@@ -323,13 +329,13 @@ func TestKick(t *testing.T) {
 	c1 := ts.connect(t, "alice")
 	c2 := ts.connect(t, "alice")
 	bob := ts.connect(t, "bob")
-	if n := ts.hub.Kick("alice", 4001, "kicked"); n != 2 {
+	if n := ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText); n != 2 {
 		t.Fatalf("Kick = %d, want 2", n)
 	}
 	for _, c := range []*websocket.Conn{c1, c2} {
-		wantClose(t, readUntilClose(t, c, nil), 4001, "kicked")
+		wantClose(t, readUntilClose(t, c, nil), wire.CloseKicked, wire.CloseKickedText)
 	}
-	waitFor(t, waitTimeout, func() bool { return !ts.hub.Online("alice") })
+	waitFor(t, waitTimeout, ts.isOffline("alice"))
 	if n := ts.hub.Len(); n != 1 {
 		t.Errorf("hub.Len() = %d, want 1 (bob)", n)
 	}
@@ -340,7 +346,7 @@ func TestKick(t *testing.T) {
 }
 
 // TestTokenExpiry: when the token's exp passes, the connection is closed
-// with CloseTokenExpired, not before; a token that expired within the
+// with wire.CloseTokenExpired, not before; a token that expired within the
 // verifier's leeway connects and is closed at once.
 func TestTokenExpiry(t *testing.T) {
 	t.Parallel()
@@ -369,11 +375,11 @@ func TestTokenExpiry(t *testing.T) {
 			}
 			err = readUntilClose(t, c, nil)
 			closedAt := time.Now()
-			wantClose(t, err, CloseTokenExpired, "token expired")
+			wantClose(t, err, wire.CloseTokenExpired, wire.CloseTokenExpiredText)
 			if closedAt.Before(exp) {
 				t.Errorf("closed at %s, before exp %s", closedAt.Format(time.StampMilli), exp.Format(time.StampMilli))
 			}
-			waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+			waitFor(t, waitTimeout, ts.hasConns(0))
 		})
 	}
 }
@@ -386,10 +392,10 @@ func TestShutdown(t *testing.T) {
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	result := make(chan bool, 1)
-	go func() { result <- ts.hub.Shutdown(done, websocket.CloseGoingAway, "server shutting down") }()
+	go func() { result <- ts.hub.Shutdown(done, wire.CloseGoingAway, wire.CloseGoingAwayText) }()
 
 	for _, c := range clients {
-		wantClose(t, readUntilClose(t, c, nil), websocket.CloseGoingAway, "server shutting down")
+		wantClose(t, readUntilClose(t, c, nil), wire.CloseGoingAway, wire.CloseGoingAwayText)
 	}
 	select {
 	case ok := <-result:
@@ -429,7 +435,7 @@ func TestQueuedReportedOnClose(t *testing.T) {
 	first := rec.message([]byte("read in time"))
 	ts.hub.Route("alice", first)
 	wantMessage(t, c, websocket.TextMessage, first.Data)
-	waitFor(t, waitTimeout, func() bool { return rec.count() == 1 })
+	waitFor(t, waitTimeout, rec.hasCount(1))
 
 	// The client stops reading now: the huge write stalls the pump, the
 	// next ones wait in the queue, then the connection is kicked.
@@ -442,12 +448,12 @@ func TestQueuedReportedOnClose(t *testing.T) {
 			t.Fatalf("Route #%d = %d, want 1", i, n)
 		}
 	}
-	if n := ts.hub.Kick("alice", 4001, "kicked"); n != 1 {
+	if n := ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText); n != 1 {
 		t.Fatalf("Kick = %d, want 1", n)
 	}
 
-	waitFor(t, waitTimeout, func() bool { return rec.count() == 1+len(stuck) })
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, rec.hasCount(1+len(stuck)))
+	waitFor(t, waitTimeout, ts.hasConns(0))
 	if got := rec.reports(first); len(got) != 1 || got[0] != nil {
 		t.Errorf("first message reports = %v, want exactly one nil", got)
 	}
@@ -503,7 +509,7 @@ func testPingKeepsAlive(t *testing.T, goroutineReaders bool) {
 			t.Fatal("no pings")
 		}
 	}
-	waitFor(t, waitTimeout, func() bool { return !ts.hub.Online("mute") })
+	waitFor(t, waitTimeout, ts.isOffline("mute"))
 	if !ts.hub.Online("live") {
 		t.Fatal("the answering client was dropped")
 	}
@@ -535,7 +541,7 @@ func testCloseGrace(t *testing.T, goroutineReaders bool) {
 	const grace = 200 * time.Millisecond
 	ts := newTestServer(t, setup{WS: Config{CloseGrace: grace}, GoroutineReaders: goroutineReaders})
 	c := ts.connect(t, "rude")
-	ts.hub.Kick("rude", 4001, "kicked")
+	ts.hub.Kick("rude", wire.CloseKicked, wire.CloseKickedText)
 
 	// Never read (so never answer the close frame); send a frame every
 	// tenth of the grace period until the server hangs up.
@@ -563,7 +569,7 @@ func testCloseGrace(t *testing.T, goroutineReaders bool) {
 		<-sent
 	}()
 	start := time.Now()
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+	waitFor(t, waitTimeout, ts.hasConns(0))
 	if d := time.Since(start); d > 10*grace {
 		t.Errorf("connection held %s after our close frame, want about %s", d.Round(time.Millisecond), grace)
 	}

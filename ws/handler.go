@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -22,14 +21,7 @@ import (
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
-)
-
-// Close codes pusher sends, beyond RFC 6455's (DESIGN.md).
-const (
-	// CloseSlowClient: the client's send queue overflowed; it should reconnect.
-	CloseSlowClient = 4002
-	// CloseTokenExpired: the token's exp passed; the client needs a new token.
-	CloseTokenExpired = 4003
+	"github.com/pusher-io/pusher/ws/internal/intake"
 )
 
 // Config tunes a Handler. Zero values mean the documented default.
@@ -97,10 +89,6 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// readBufferSize is what one read takes from a socket: client frames are
-// small and rare. pollRead's buffers are shared; goRead has its own.
-const readBufferSize = 512
-
 // Log event names (DESIGN.md).
 const (
 	evConnected = "ws.connected"
@@ -108,12 +96,13 @@ const (
 	evRejected  = "auth.rejected"
 	evRefused   = "ws.refused"
 	evPanic     = "ws.panic"
-	evPollFail  = "ws.poll_failed"
+	// ws.poll_failed is intake's.
 )
 
 // Handler serves GET /ws. It authenticates before upgrading, so a bad
 // request gets an HTTP status and a JSON error, never a WebSocket.
 type Handler struct {
+	// Static after construction.
 	hub      *hub.Hub
 	verifier *auth.Verifier
 	log      *zap.Logger
@@ -121,14 +110,16 @@ type Handler struct {
 	origins  map[string]bool
 	anyOrig  bool
 	upgrader websocket.Upgrader
-	nextID   atomic.Uint64
-	running  sync.WaitGroup // connections (until finish) and the poller's goroutine
-	poll     *poller
+	poll     *intake.Poller         // reads every connection's client
+	connects *prometheus.CounterVec // by result
+
+	// Safe for concurrent use by themselves.
+	nextID  atomic.Uint64
+	running sync.WaitGroup // connections (until finish), the poller's goroutine, writers
 	// handoff passes a connection with work to a writer goroutine that
 	// finished another's and waits for more (runWriter); unbuffered, so a
 	// send succeeds only when one waits.
-	handoff  chan *conn
-	connects *prometheus.CounterVec // by result
+	handoff chan *conn
 	// bufs is shared by every connection's writer (gorilla takes a buffer
 	// per message and returns it after the flush), so an idle connection
 	// holds no write buffer.
@@ -152,7 +143,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		}
 	}
 	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, connects: connects}
-	hd.poll = newPoller(&hd.running, hd.log)
+	hd.poll = intake.NewPoller(&hd.running, hd.log, intake.Config{MaxMessageSize: cfg.MaxMessageSize})
 	hd.handoff = make(chan *conn)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
@@ -165,7 +156,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		HandshakeTimeout: cfg.WriteWait,
 		// Origin was checked before auth, with a JSON 403.
 		CheckOrigin: func(*http.Request) bool { return true },
-		// gorilla does not read (frameReader does), but it allocates a
+		// gorilla does not read (intake does), but it allocates a
 		// read buffer anyway, or keeps net/http's 4 KiB one when this is
 		// 0; 1 gets its smallest, 125 bytes.
 		ReadBufferSize:  1,
@@ -186,8 +177,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 }
 
 // ServeHTTP authenticates and upgrades, then hands the connection to the
-// poller (or a reader goroutine), which the Handler owns (see Wait), and
-// returns.
+// Handler's poller, which the Handler owns (see Wait), and returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		h.connects.WithLabelValues("bad_request").Inc()
@@ -281,11 +271,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	h.connects.WithLabelValues("ok").Inc()
 	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
 	h.running.Add(1) // finish, which needs ws, says Done
-	c.started = time.Now()
 	c.mu.Lock()
-	c.ws = wsConn
+	c.ws, c.started = wsConn, time.Now()
 	c.startTimerLocked(exp)
-	h.startReadingLocked(c)
+	// Under mu, so no end, and so no Stop, comes before it.
+	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c)
 	c.startWriterLocked() // anything routed or a Close during the upgrade
 	c.mu.Unlock()
 	if h.cfg.OnConnect != nil {
@@ -293,89 +283,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	}
 }
 
-// startReadingLocked hands c's socket to the poller, or where that cannot
-// be (no poller on this platform, a socket that is not a plain one) to a
-// goroutine of its own. c.mu must be held.
-func (h *Handler) startReadingLocked(c *conn) {
-	if sc, ok := c.ws.NetConn().(syscall.Conn); ok && h.poll != nil {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
-			if h.poll.add(c) == nil {
-				return
-			}
-			c.raw, c.pset = nil, nil
-		}
-	}
-	c.readers.Add(1)
-	go c.goRead()
-}
-
-// writerLinger is how long a writer goroutine, its connection's work
-// done, waits to take another connection's. Under load writers are reused,
-// so a goroutine's stack, grown in gorilla's write path, is not regrown
-// from the starting size for every burst (runtime.newstack was 6% of
-// pusher's CPU in the throughput benchmark); when traffic stops, none
-// stays.
-const writerLinger = 50 * time.Millisecond
-
-// runWriter runs c.writeLoop on a waiting writer goroutine, or a new one.
-// c.mu is held (conn.startWriterLocked); the send does not wait.
-func (h *Handler) runWriter(c *conn) {
-	select {
-	case h.handoff <- c:
-	default:
-		h.running.Add(1) // c is live, so the count is not zero
-		go h.writer(c)
-	}
-}
-
-// writer writes for c, then for whichever connection is handed to it
-// within writerLinger, then exits.
-func (h *Handler) writer(c *conn) {
-	defer h.running.Done()
-	linger := time.NewTimer(writerLinger)
-	defer linger.Stop()
-	for {
-		c.writeLoop()
-		linger.Reset(writerLinger)
-		select {
-		case c = <-h.handoff:
-		case <-linger.C:
-			return
-		}
-	}
-}
-
-// finish tears c down, once (conn.end): it stops the reading and the
-// writer, unregisters c, reports whatever was still queued as failed,
-// and logs how the connection ended.
-func (h *Handler) finish(c *conn) {
-	c.mu.Lock()
-	polled := c.pset != nil // dead since end: no reader or writer starts
-	c.mu.Unlock()
-	if polled {
-		// pollRead never blocks, so this is short; the socket must stay
-		// open until the poller lets go of it (poller.remove).
-		c.readers.Wait()
-		h.poll.remove(c)
-	}
-	_ = c.ws.NetConn().Close() // unblocks a writer, and goRead
-	c.writers.Wait()
-	c.readers.Wait()
-	h.hub.Remove(c.uid, c)
-	c.drain()
-	code, reason := c.endStatus()
-	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
-		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
-			zap.Duration("duration", time.Since(c.started)))
-	}
-	h.running.Done()
-}
-
 // Wait blocks until every connection has been torn down (and the
 // poller's goroutine, which lives while connections do, and the writers,
-// which outlive them by writerLinger, have returned) or ctx is done. Call it after the http.Server stopped accepting requests and the
-// hub closed the connections (hub.Shutdown): then no reader starts anew.
+// which outlive them by writerLinger, have returned) or ctx is done. Call
+// it after the http.Server stopped accepting requests and the hub closed
+// the connections (hub.Shutdown): then no connection starts anew.
 func (h *Handler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { h.running.Wait(); close(done) }()

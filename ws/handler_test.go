@@ -380,7 +380,7 @@ func TestOnConnect(t *testing.T) {
 		t.Fatal("OnConnect not called")
 	}
 	wantMessage(t, c, websocket.TextMessage, welcome.Data)
-	waitFor(t, waitTimeout, func() bool { return rec.count() == 1 })
+	waitFor(t, waitTimeout, rec.hasCount(1))
 	if got := rec.reports(welcome); got[0] != nil {
 		t.Errorf("welcome reported %v, want nil", got[0])
 	}
@@ -437,7 +437,7 @@ func TestHubRefusals(t *testing.T) {
 				ts.connect(t, tt.giveFirst)
 				want++
 			}
-			if tt.giveShutdown && !ts.hub.Shutdown(nil, websocket.CloseGoingAway, "bye") {
+			if tt.giveShutdown && !ts.hub.Shutdown(nil, wire.CloseGoingAway, "bye") {
 				t.Fatal("Shutdown of an empty hub returned false")
 			}
 			c, resp, err := ts.dial(t, dialer(0), bearer(signToken(t, tt.giveUID, time.Hour)), "")

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -31,6 +32,8 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
+	"github.com/pusher-io/pusher/ws/internal/intake"
 )
 
 // Every test server waits for its handlers in t.Cleanup, so nothing of ours
@@ -46,17 +49,60 @@ const (
 	pollEvery   = time.Millisecond
 )
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(tb testing.TB, timeout time.Duration, cond func() bool) {
+// waitFor polls cond until it returns nil, failing the test after timeout
+// with cond's last word on why it is still waiting.
+func waitFor(tb testing.TB, timeout time.Duration, cond func() error) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("condition not met within %s", timeout)
+			tb.Fatalf("still waiting after %s: %v", timeout, err)
 		}
 		<-tick.C
+	}
+}
+
+// hasConns is a condition for waitFor: the hub holds n connections.
+func (ts *testServer) hasConns(n int) func() error {
+	return func() error {
+		if got := ts.hub.Len(); got != n {
+			return fmt.Errorf("the hub holds %d connections, want %d", got, n)
+		}
+		return nil
+	}
+}
+
+// isOffline is a condition for waitFor: uid has no connection left.
+func (ts *testServer) isOffline(uid string) func() error {
+	return func() error {
+		if ts.hub.Online(uid) {
+			return fmt.Errorf("%s is still online", uid)
+		}
+		return nil
+	}
+}
+
+// handlersReturned is a condition for waitFor: no ServeHTTP call runs.
+func (ts *testServer) handlersReturned() error {
+	if n := ts.active.Load(); n != 0 {
+		return fmt.Errorf("%d ServeHTTP calls still run", n)
+	}
+	return nil
+}
+
+// released is a condition for waitFor: no connection holds m any more.
+func released(m *hub.Message) func() error {
+	return func() error {
+		if n := m.Pending(); n != 0 {
+			return fmt.Errorf("message %q still held by %d connections", short(m.Data), n)
+		}
+		return nil
 	}
 }
 
@@ -111,7 +157,7 @@ func newTestServer(tb testing.TB, s setup) *testServer {
 		tb.Fatalf("NewHandler: %v", err)
 	}
 	if s.GoroutineReaders {
-		hd.poll = nil
+		hd.poll = intake.NewPoller(&hd.running, hd.log, intake.Config{MaxMessageSize: hd.cfg.MaxMessageSize, Goroutines: true})
 	}
 	ts := &testServer{hub: h, handler: hd}
 	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -124,11 +170,11 @@ func newTestServer(tb testing.TB, s setup) *testServer {
 		done := make(chan struct{})
 		t := time.AfterFunc(waitTimeout, func() { close(done) })
 		defer t.Stop()
-		if !h.Shutdown(done, websocket.CloseGoingAway, "test over") {
+		if !h.Shutdown(done, wire.CloseGoingAway, "test over") {
 			tb.Errorf("hub.Shutdown: %d connections left after %s", h.Len(), waitTimeout)
 		}
 		ts.srv.Close()
-		waitFor(tb, waitTimeout, func() bool { return ts.active.Load() == 0 })
+		waitFor(tb, waitTimeout, ts.handlersReturned)
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		if err := hd.Wait(ctx); err != nil {
@@ -344,6 +390,16 @@ func (r *recorder) Report(m *hub.Message, err error) {
 	r.n++
 	if len(r.got[m]) > 1 {
 		r.tb.Errorf("message %q reported %d times: %v", short(m.Data), len(r.got[m]), r.got[m])
+	}
+}
+
+// hasCount is a condition for waitFor: n reports arrived.
+func (r *recorder) hasCount(n int) func() error {
+	return func() error {
+		if got := r.count(); got != n {
+			return fmt.Errorf("%d reports, want %d", got, n)
+		}
+		return nil
 	}
 }
 

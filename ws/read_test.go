@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"strconv"
 	"testing"
@@ -33,12 +34,15 @@ func TestClientFrames(t *testing.T) {
 					// Reading runs the pong handler; the server writes in
 					// order, so the pong comes before a message routed
 					// after it was read.
-					waitFor(t, waitTimeout, func() bool {
+					waitFor(t, waitTimeout, func() error {
 						ts.hub.Route("alice", rec.message([]byte("tick")))
 						if _, _, err := readMessage(c); err != nil {
 							t.Fatalf("read: %v", err)
 						}
-						return len(pongs) == 1
+						if len(pongs) == 0 {
+							return fmt.Errorf("no pong to ping %q yet", payload)
+						}
+						return nil
 					})
 					if got := <-pongs; got != payload {
 						t.Fatalf("pong %q, want %q", got, payload)
@@ -75,7 +79,7 @@ func TestClientFrames(t *testing.T) {
 				if !errors.As(err, &ce) || ce.Code != websocket.CloseProtocolError {
 					t.Fatalf("read got %v, want close %d", err, websocket.CloseProtocolError)
 				}
-				waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == 0 })
+				waitFor(t, waitTimeout, ts.hasConns(0))
 			})
 			t.Run("hang-up without a close frame", func(t *testing.T) {
 				core, logs := observer.New(zap.InfoLevel)
@@ -94,29 +98,44 @@ func TestClientFrames(t *testing.T) {
 	}
 }
 
-// TestIdleConnectionsHoldNoGoroutine pins the memory design: where the
-// poller runs, idle connections add no goroutines (see frameReader).
+// TestIdleConnectionsHoldNoGoroutine pins the memory design: where epoll
+// watches the sockets, idle connections add no goroutines (see intake).
 func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
-	if !havePoller {
-		t.Skip("no poller on this platform")
+	if runtime.GOOS != "linux" {
+		t.Skip("no epoll on this platform")
 	}
 	const n = 200
 	ts := newTestServer(t, setup{Log: zap.NewNop()})
 	ts.connect(t, "warm-up") // the poller's goroutine
-	waitFor(t, waitTimeout, func() bool { return ts.active.Load() == 0 })
+	waitFor(t, waitTimeout, ts.handlersReturned)
 	before := runtime.NumGoroutine()
 	for i := range n {
 		ts.connect(t, "idle-"+strconv.Itoa(i))
 	}
-	waitFor(t, waitTimeout, func() bool { return ts.hub.Len() == n+1 && ts.active.Load() == 0 })
+	waitFor(t, waitTimeout, func() error {
+		if err := ts.hasConns(n + 1)(); err != nil {
+			return err
+		}
+		return ts.handlersReturned()
+	})
 	// Stragglers of net/http and of the writers that sent nothing may take
 	// a moment to exit; a goroutine per connection would never go.
-	waitFor(t, waitTimeout, func() bool { return runtime.NumGoroutine()-before < n/10 })
+	waitFor(t, waitTimeout, func() error {
+		if extra := runtime.NumGoroutine() - before; extra >= n/10 {
+			return fmt.Errorf("%d goroutines more than before %d idle connections", extra, n)
+		}
+		return nil
+	})
 }
 
 // closedLog waits for the one ws.closed line and returns its fields.
 func closedLog(t *testing.T, logs *observer.ObservedLogs) map[string]any {
 	t.Helper()
-	waitFor(t, waitTimeout, func() bool { return logs.FilterMessage(evClosed).Len() == 1 })
+	waitFor(t, waitTimeout, func() error {
+		if n := logs.FilterMessage(evClosed).Len(); n != 1 {
+			return fmt.Errorf("%d %s lines, want 1", n, evClosed)
+		}
+		return nil
+	})
 	return logs.FilterMessage(evClosed).All()[0].ContextMap()
 }

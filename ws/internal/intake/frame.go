@@ -1,4 +1,4 @@
-package ws
+package intake
 
 import (
 	"encoding/binary"
@@ -18,15 +18,18 @@ import (
 // stack, the largest item it held (BENCHMARKS.md). pusher's clients only
 // ever send control frames and the odd discarded message, so reading them
 // takes this small state machine, fed when the socket is readable (see
-// poller), and an idle connection needs no goroutine at all. gorilla still
+// Poller), and an idle connection needs no goroutine at all. gorilla still
 // does the handshake and every write.
 //
 // What it enforces is what gorilla's server side enforces: masked frames,
 // no RSV bits (no extension is negotiated), known opcodes, control frames
 // unfragmented and at most 125 bytes, continuation frames only inside a
 // fragmented message, valid close codes and UTF-8 close reasons, and the
-// read limit over a whole message. Message payloads are discarded unread:
-// pusher is a one-way channel.
+// read limit over a whole message. Message payloads are discarded unread
+// (see feed): pusher is a one-way channel until pusher.v1.
+//
+// It is a value inside each connection's Reader, so it is kept small:
+// a control payload is allocated only while one is being read.
 type frameReader struct {
 	limit int64 // most bytes one message may have
 
@@ -36,9 +39,9 @@ type frameReader struct {
 	op      uint8
 	mask    [4]byte
 	pos     uint8 // payload bytes of this frame read so far, mod 4
+	msgOpen bool  // a fragmented message awaits its continuation frames
 	left    uint64
-	ctl     []byte // ping or close payload, unmasked; nil otherwise
-	msgOpen bool   // a fragmented message awaits its continuation frames
+	ctl     []byte // ping, pong or close payload, unmasked; nil otherwise
 	msgSize int64  // bytes of the current message so far
 }
 
@@ -53,6 +56,7 @@ type frameEvent uint8
 const (
 	frameNone  frameEvent = iota // nothing; keep feeding
 	framePing                    // answer with a pong carrying control()
+	framePong                    // the client answered a ping with control()
 	frameClose                   // the client closed; see closeFrame()
 )
 
@@ -73,8 +77,8 @@ func protoErr(text string) error {
 	return &protocolError{Code: websocket.CloseProtocolError, Text: text}
 }
 
-// feed parses b. It returns after the first frame that needs an answer
-// (ping, close) with n, the bytes of b consumed so far, or with n ==
+// feed parses b. It returns after the first frame to report (ping, pong,
+// close) with n, the bytes of b consumed so far, or with n ==
 // len(b) and frameNone once b is used up. After an error the reader is
 // broken: stop feeding it.
 func (f *frameReader) feed(b []byte) (ev frameEvent, n int, err error) {
@@ -93,6 +97,10 @@ func (f *frameReader) feed(b []byte) (ev frameEvent, n int, err error) {
 			if uint64(k) > f.left {
 				k = int(f.left)
 			}
+			// Only a control frame's payload is kept. A data frame's is
+			// skipped, as raw clients' messages are ignored; pusher.v1
+			// (issue 12) collects it here, up to limit, and endFrame
+			// reports the message when its final frame ends.
 			if f.ctl != nil {
 				f.appendControl(b[n : n+k])
 			}
@@ -220,8 +228,9 @@ func (f *frameReader) startFrame(hlen uint8) error {
 		}
 		f.msgSize += int64(length)
 		f.msgOpen = !fin
-	case opPing, opClose:
-		// Kept for the answer; rare, so allocated when needed.
+	case opPing, opPong, opClose:
+		// Kept for the Conn; rare, so allocated when needed (an empty
+		// payload, like the pong to pusher's own pings, allocates nothing).
 		f.ctl = make([]byte, 0, length)
 	}
 	return nil
@@ -241,6 +250,8 @@ func (f *frameReader) endFrame() (frameEvent, error) {
 	switch f.op {
 	case opPing:
 		return framePing, nil
+	case opPong:
+		return framePong, nil
 	case opClose:
 		if len(f.ctl) == 1 {
 			return frameNone, protoErr("close frame with a 1-byte payload")
@@ -259,8 +270,8 @@ func (f *frameReader) endFrame() (frameEvent, error) {
 	return frameNone, nil
 }
 
-// control is the payload of the ping just reported; valid until the next
-// feed.
+// control is the payload of the ping or pong just reported. It is the
+// caller's to keep once release was called.
 func (f *frameReader) control() []byte { return f.ctl }
 
 // closeFrame is the code and reason of the close frame just reported;

@@ -1,4 +1,4 @@
-package ws
+package intake
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ func clientFrame(fin bool, op byte, payload []byte, key [4]byte) []byte {
 // event is what feeding a stream reported, for comparison.
 type event struct {
 	kind    frameEvent
-	payload string // ping payload
+	payload string // ping or pong payload
 	code    int    // close
 	reason  string // close
 	errCode int    // a protocolError's code; then kind is frameNone
@@ -74,7 +74,7 @@ func feedAll(t *testing.T, limit int64, stream []byte, sizes []int) []event {
 			}
 			chunk = chunk[n:]
 			switch ev {
-			case framePing:
+			case framePing, framePong:
 				got = append(got, event{kind: ev, payload: string(f.control())})
 				f.release()
 			case frameClose:
@@ -101,9 +101,11 @@ func TestFrameReader(t *testing.T) {
 		{name: "pong, then ping with payload", stream: cat(
 			clientFrame(true, opPong, []byte("p"), key),
 			clientFrame(true, opPing, []byte("hello"), key)),
-			want: []event{{kind: framePing, payload: "hello"}}},
+			want: []event{{kind: framePong, payload: "p"}, {kind: framePing, payload: "hello"}}},
 		{name: "empty ping", stream: clientFrame(true, opPing, nil, key),
 			want: []event{{kind: framePing}}},
+		{name: "empty pong", stream: clientFrame(true, opPong, nil, key),
+			want: []event{{kind: framePong}}},
 		{name: "messages are discarded, a ping between fragments is answered", stream: cat(
 			clientFrame(true, opText, []byte("one"), key),
 			clientFrame(false, opBinary, []byte("two-a"), key),
@@ -189,7 +191,7 @@ func equalEvents(a, b []event) bool {
 
 // TestFrameReaderRandomStreams: random valid streams of messages (some
 // fragmented), pings, pongs and a final close, cut into random pieces,
-// report exactly the pings and the close they contain.
+// report exactly the pings, the pongs and the close they contain.
 func TestFrameReaderRandomStreams(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 300 {
@@ -208,6 +210,7 @@ func TestFrameReaderRandomStreams(t *testing.T) {
 				want = append(want, event{kind: framePing, payload: string(payload)})
 			case 1:
 				stream = append(stream, clientFrame(true, opPong, payload, key)...)
+				want = append(want, event{kind: framePong, payload: string(payload)})
 			case 2:
 				stream = append(stream, clientFrame(true, opBinary, payload, key)...)
 			case 3:

@@ -1,0 +1,236 @@
+//go:build linux
+
+package intake
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// epollSet is one epoll instance and the eventfd that stops its loop.
+type epollSet struct {
+	fd   int
+	wake int
+}
+
+// wakeID is the event data of the eventfd; connection ids start at 1.
+const wakeID = 0
+
+// pollEvents: readable or peer hung up, one event per arming.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+// evPollFail is ws's log event for an epoll_wait that fails (README).
+const evPollFail = "ws.poll_failed"
+
+var (
+	errNotPlain = errors.New("not a plain socket")
+	errPeerGone = errors.New("peer closed the connection")
+)
+
+// add registers r's socket with the epoll set, which it starts if none
+// runs, and arms it. On error Watch reads r with a goroutine instead.
+func (p *Poller) add(r *Reader) error {
+	sc, ok := r.nc.(syscall.Conn)
+	if !ok {
+		return errNotPlain
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("raw conn: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.set == nil {
+		s, err := newEpollSet()
+		if err != nil {
+			return err
+		}
+		p.set = s
+		p.running.Add(1)
+		go p.loop(s)
+	}
+	r.raw = raw
+	p.readers[r.id] = r
+	if err := p.set.ctl(unix.EPOLL_CTL_ADD, r); err != nil {
+		r.raw = nil
+		delete(p.readers, r.id)
+		p.stopIfIdleLocked()
+		return fmt.Errorf("epoll add: %w", err)
+	}
+	return nil
+}
+
+// remove takes r's socket out of the epoll set once no read of it runs.
+// The socket is still open (Stop closes it after), so its descriptor is
+// still r's.
+func (p *Poller) remove(r *Reader) {
+	p.mu.Lock()
+	delete(p.readers, r.id) // no read of r starts after this...
+	p.leaving++             // ...and the set outlives the one that may run
+	p.mu.Unlock()
+	r.reads.Wait() // that read may have re-armed the socket
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.set.ctl(unix.EPOLL_CTL_DEL, r)
+	p.leaving--
+	p.stopIfIdleLocked()
+}
+
+// stopIfIdleLocked stops the set's loop once no socket is in the set and
+// no read of a removed one runs. p.mu must be held.
+func (p *Poller) stopIfIdleLocked() {
+	if len(p.readers) > 0 || p.leaving > 0 || p.set == nil {
+		return
+	}
+	var one [8]byte
+	one[0] = 1 // eventfd counters are host-endian; any nonzero value wakes it
+	_, _ = unix.Write(p.set.wake, one[:])
+	p.set = nil
+}
+
+// loop dispatches readable sockets until the set's eventfd fires.
+func (p *Poller) loop(s *epollSet) {
+	defer p.running.Done()
+	defer s.close()
+	var events [256]unix.EpollEvent
+	for {
+		n, err := unix.EpollWait(s.fd, events[:], -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			// Cannot happen with a valid set; do not spin on it.
+			p.log.Error(evPollFail, zap.Error(err))
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for i := range events[:n] {
+			id := eventID(&events[i])
+			if id == wakeID {
+				return
+			}
+			p.dispatch(s, id)
+		}
+	}
+}
+
+// dispatch starts a read of connection id's readable socket, unless Stop
+// took the connection out.
+func (p *Poller) dispatch(s *epollSet, id uint64) {
+	p.mu.Lock()
+	r := p.readers[id]
+	if r != nil {
+		r.reads.Add(1) // under mu, so remove's Wait sees it
+	}
+	p.mu.Unlock()
+	if r != nil {
+		go p.read(r, s)
+	}
+}
+
+// read reads what r's readable socket holds, up to maxReadsPerWake
+// buffers, then re-arms it in s unless reading is over.
+func (p *Poller) read(r *Reader, s *epollSet) {
+	defer r.reads.Done()
+	defer r.recoverPanic()
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	for range maxReadsPerWake {
+		n, err := r.readNow(*bp)
+		if err != nil {
+			r.c.Gone(err)
+			return
+		}
+		if n == 0 {
+			break
+		}
+		if !r.feed((*bp)[:n]) {
+			return
+		}
+	}
+	// A failure means the socket is closing, which its Stop handles.
+	_ = s.ctl(unix.EPOLL_CTL_MOD, r)
+}
+
+func newEpollSet() (*epollSet, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setEventID(&ev, wakeID)
+	if err := unix.EpollCtl(fd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		_ = unix.Close(wake)
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("epoll add eventfd: %w", err)
+	}
+	return &epollSet{fd: fd, wake: wake}, nil
+}
+
+func (s *epollSet) close() {
+	_ = unix.Close(s.wake)
+	_ = unix.Close(s.fd)
+}
+
+// ctl applies op to r's socket in s. It runs under the socket's
+// RawConn.Control, which holds the descriptor open, so op can never reach
+// a descriptor number that a newer connection has reused.
+func (s *epollSet) ctl(op int, r *Reader) error {
+	var opErr error
+	err := r.raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: pollEvents}
+		setEventID(&ev, r.id)
+		opErr = unix.EpollCtl(s.fd, op, int(fd), &ev)
+	})
+	if err != nil {
+		return fmt.Errorf("socket control: %w", err)
+	}
+	return opErr
+}
+
+// The event's 64 bits of user data carry the connection id, not the
+// descriptor, for the same reason.
+func setEventID(ev *unix.EpollEvent, id uint64) {
+	ev.Fd = int32(uint32(id))
+	ev.Pad = int32(uint32(id >> 32))
+}
+
+func eventID(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// readNow reads what r's socket holds without waiting: (0, nil) means
+// nothing is there yet; an error means the peer is gone or the socket
+// failed.
+func (r *Reader) readNow(buf []byte) (n int, err error) {
+	var readErr error
+	err = r.raw.Read(func(fd uintptr) bool {
+		for {
+			n, readErr = unix.Read(int(fd), buf)
+			if readErr != unix.EINTR {
+				return true // never park: the epoll set does the waiting
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("read: %w", err)
+	case readErr == unix.EAGAIN:
+		return 0, nil
+	case readErr != nil:
+		return 0, fmt.Errorf("read: %w", readErr)
+	case n == 0:
+		return 0, errPeerGone
+	}
+	return n, nil
+}

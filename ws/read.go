@@ -1,0 +1,79 @@
+package ws
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/ws/internal/intake"
+)
+
+// conn hears its client through the Handler's intake.Poller.
+var _ intake.Conn = (*conn)(nil)
+
+// Heard implements intake.Conn: whatever the client sent, it is alive, so
+// the silence limit (PongWait) starts again.
+func (c *conn) Heard() {
+	c.mu.Lock()
+	c.heard = time.Now()
+	c.mu.Unlock()
+}
+
+// Pinged implements intake.Conn: the writer answers with a pong carrying
+// payload. Of several pings not answered yet, only the latest is.
+func (c *conn) Pinged(payload []byte) {
+	c.mu.Lock()
+	c.pong, c.pongDue = payload, true
+	c.startWriterLocked()
+	c.mu.Unlock()
+}
+
+// Ponged implements intake.Conn. pusher's pings carry no payload yet, and
+// hearing the pong was enough (Heard). Issue 11 confirms the frames written
+// before the ping whose payload this echoes.
+func (c *conn) Ponged([]byte) {}
+
+// ClientClosed implements intake.Conn: the answer echoes the client's
+// code, as RFC 6455 5.5.1 asks, unless our close frame went first.
+func (c *conn) ClientClosed(code int, reason string) {
+	echo := []byte{}
+	if code != websocket.CloseNoStatusReceived {
+		echo = websocket.FormatCloseMessage(code, "")
+	}
+	c.answer(code, reason, echo)
+}
+
+// Violated implements intake.Conn: the answer is a close frame with code
+// and reason.
+func (c *conn) Violated(code int, reason string) {
+	c.answer(code, reason, websocket.FormatCloseMessage(code, reason))
+}
+
+// Gone implements intake.Conn: the client hung up or the socket failed.
+func (c *conn) Gone(err error) {
+	var pe *intake.PanicError
+	if errors.As(err, &pe) {
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+	}
+	c.end(websocket.CloseAbnormalClosure, closeLostText)
+}
+
+// answer acts on the client's last word, its close frame or a protocol
+// error (code, reason): open → answering, with msg as our close frame;
+// closing → answering, with ours as queued; closeSent → dead, as the close
+// handshake is complete.
+func (c *conn) answer(code int, reason string, msg []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteEndLocked(code, reason)
+	switch c.state {
+	case stateOpen:
+		c.queueCloseLocked(stateAnswering, msg)
+	case stateClosing:
+		c.state = stateAnswering
+	case stateCloseSent:
+		c.endLocked(code, reason)
+	}
+}
