@@ -31,7 +31,6 @@ import (
 
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/wire"
-	"github.com/pusher-io/pusher/ws"
 )
 
 func uidRange(prefix string, n int) []string {
@@ -333,13 +332,13 @@ func TestSlowClientDoesNotHurtOthers(t *testing.T) {
 	if f.received != len(healthyAcked) {
 		t.Errorf("healthy users received %d of %d messages (%d dead-lettered)", f.received, len(healthyAcked), f.dlq)
 	}
-	if rec.closeCount(ws.CloseSlowClient) > 0 {
-		t.Errorf("a healthy client was closed as slow (4002) %d times", rec.closeCount(ws.CloseSlowClient))
+	if rec.closeCount(wire.CloseSlowClient) > 0 {
+		t.Errorf("a healthy client was closed as slow (4002) %d times", rec.closeCount(wire.CloseSlowClient))
 	}
 
 	// The slow client is cut with 4002. It never reads, so the close frame
 	// may never reach it; the server's ws.closed line names the code.
-	p.logs.wait(t, 30*time.Second, "ws.closed", map[string]any{"uid": slowUID, "code": ws.CloseSlowClient})
+	p.logs.wait(t, 30*time.Second, "ws.closed", map[string]any{"uid": slowUID, "code": wire.CloseSlowClient})
 	if n := metric(t, p.httpAddr, `pusher_messages_total{outcome="retried",reason="queue_full"}`); n <= 0 {
 		t.Errorf(`pusher_messages_total{outcome="retried",reason="queue_full"} = %v, want > 0`, n)
 	}
@@ -353,7 +352,7 @@ func TestSlowClientDoesNotHurtOthers(t *testing.T) {
 	// close frame cannot reach it, so it may see 1006 after the frames the
 	// kernel held. Any other code is wrong.
 	var ce *websocket.CloseError
-	if errors.As(endErr, &ce) && ce.Code != ws.CloseSlowClient && ce.Code != websocket.CloseAbnormalClosure {
+	if errors.As(endErr, &ce) && ce.Code != wire.CloseSlowClient && ce.Code != websocket.CloseAbnormalClosure {
 		t.Errorf("slow client's connection closed with %d %q, want 4002 (or 1006 when the close frame could not be written)", ce.Code, ce.Text)
 	}
 	t.Logf("slow client read %d frames after the cut; its connection ended with: %v", slowRec.frameCount(), endErr)

@@ -28,7 +28,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pusher-io/pusher/wire"
-	"github.com/pusher-io/pusher/ws"
 )
 
 // clusterSize is the number of NATS nodes and of pusher nodes.
@@ -1221,8 +1220,8 @@ func TestMultiNodeKickAndExpiry(t *testing.T) {
 	}
 	took := time.Since(dialed)
 	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != ws.CloseTokenExpired || ce.Text != "token expired" {
-		t.Errorf("short-lived connection: %q, %v; want close %d \"token expired\"", data, err, ws.CloseTokenExpired)
+	if !errors.As(err, &ce) || ce.Code != wire.CloseTokenExpired || ce.Text != "token expired" {
+		t.Errorf("short-lived connection: %q, %v; want close %d \"token expired\"", data, err, wire.CloseTokenExpired)
 	}
 	// exp has one-second precision: it falls 1 to 2 s after the dial.
 	if took > 5*time.Second {
