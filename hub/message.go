@@ -16,6 +16,10 @@ var (
 	// ErrTimeout is reported by a router that got no outcome in time (a
 	// lost cluster reply). The consumer retries such a message.
 	ErrTimeout = errors.New("no delivery outcome in time")
+	// ErrUnconfirmed is reported for a message the client did not confirm
+	// within the confirm timeout; its connection was closed as
+	// unresponsive. The consumer retries such a message.
+	ErrUnconfirmed = errors.New("not confirmed by the client in time")
 )
 
 // Reporter learns the outcome of one Message. Report is called exactly once
@@ -43,8 +47,10 @@ type Message struct {
 	err      atomic.Pointer[error]
 }
 
-// Finish is called by a connection once per Enqueue that returned true,
-// after its write completed (err nil) or was abandoned (err non-nil).
+// Finish is called by a connection once per Enqueue that returned true:
+// with nil once the message is delivered on it (the client confirmed it,
+// or, where only the write counts, the write completed), or with why it
+// was not.
 func (m *Message) Finish(err error) {
 	if err == nil {
 		if m.reported.CompareAndSwap(false, true) {

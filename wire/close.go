@@ -15,4 +15,7 @@ const (
 
 	CloseTokenExpired     = 4003 // the token's exp passed; get a new one
 	CloseTokenExpiredText = "token expired"
+
+	CloseUnresponsive     = 4004 // frames went unconfirmed for the confirm timeout
+	CloseUnresponsiveText = "unresponsive"
 )

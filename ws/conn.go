@@ -80,6 +80,7 @@ type conn struct {
 	// buffer and a burst of up to SendQueue messages is absorbed without
 	// closing a healthy client.
 	queue    []*hub.Message
+	confirm  confirmation
 	pong     []byte // the payload of the client's last ping
 	closeMsg []byte // our close frame's payload; set on leaving open
 	// endCode and endReason say how the connection ended, for the log;
@@ -118,11 +119,13 @@ func newConn(id uint64, uid string, h *Handler) *conn {
 
 // Enqueue implements hub.Conn. A full queue means the client does not keep
 // up: the message is reported failed (and retried by the consumer), and
-// the connection is closed so it stops holding messages hostage.
+// the connection is closed so it stops holding messages hostage. Messages
+// written and not yet confirmed count against the queue: a client that
+// stopped answering holds at most SendQueue messages (and ack slots).
 func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) >= c.h.cfg.SendQueue {
+	if len(c.queue)+c.confirm.pending() >= c.h.cfg.SendQueue {
 		c.closeLocked(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false
 	}
@@ -183,15 +186,19 @@ func (c *conn) endStatus() (int, string) {
 	return c.endCode, c.endReason
 }
 
-// drain reports every message still queued as failed. The caller has
-// removed c from the hub and stopped writing, so the queue stays empty.
+// drain reports every message still queued, or written and not yet
+// confirmed, as failed. The caller has removed c from the hub and stopped
+// reading and writing, so nothing is added or confirmed after it.
 func (c *conn) drain() int {
 	c.mu.Lock()
 	batch := c.queue
 	c.queue = nil
+	sent, later := c.confirm.takeAll()
 	c.mu.Unlock()
 	finishAll(batch, errConnClosed)
-	return len(batch)
+	finishAll(sent, errConnClosed)
+	finishAll(later, errConnClosed)
+	return len(batch) + len(sent) + len(later)
 }
 
 func finishAll(ms []*hub.Message, err error) {

@@ -34,7 +34,7 @@ func TestDelivery(t *testing.T) {
 		{name: "truncated rune", give: []byte("ok \xe4\xb8"), wantType: websocket.BinaryMessage},
 	}
 	ts := newTestServer(t, setup{})
-	c := ts.connect(t, "alice")
+	c := ts.open(t, "alice")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := newRecorder(t)
@@ -56,9 +56,9 @@ func TestDelivery(t *testing.T) {
 // is reported once, with nil.
 func TestFanOut(t *testing.T) {
 	ts := newTestServer(t, setup{})
-	c1 := ts.connect(t, "alice")
-	c2 := ts.connect(t, "alice")
-	other := ts.connect(t, "bob")
+	c1 := ts.open(t, "alice")
+	c2 := ts.open(t, "alice")
+	other := ts.open(t, "bob")
 	rec := newRecorder(t)
 	m := rec.message([]byte("to every tab"))
 	if n := ts.hub.Route("alice", m); n != 2 {
@@ -90,7 +90,7 @@ func TestRouteOffline(t *testing.T) {
 		}
 	})
 	ts := newTestServer(t, setup{})
-	c := ts.connect(t, "alice")
+	c := ts.open(t, "alice")
 	if n := ts.hub.Route("bob", offline); n != 0 {
 		t.Fatalf("Route to an offline uid = %d, want 0", n)
 	}
@@ -115,7 +115,7 @@ func TestRouteOffline(t *testing.T) {
 func TestInOrder(t *testing.T) {
 	const total = 1000
 	ts := newTestServer(t, setup{WS: Config{SendQueue: total}})
-	c := ts.connect(t, "alice")
+	c := ts.open(t, "alice")
 	rec := newRecorder(t)
 	msgs := make([]*hub.Message, total)
 	for i := range msgs {
@@ -150,7 +150,7 @@ func TestManyClients(t *testing.T) {
 	for u := range uids {
 		uid := fmt.Sprintf("user-%d", u)
 		for range connsPerUID {
-			c := ts.connect(t, uid)
+			c := ts.open(t, uid)
 			readers.Go(func() {
 				for i := range perUID {
 					_, data, err := readMessage(c)
@@ -242,15 +242,16 @@ func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
 	if err := c.WriteControl(websocket.PingMessage, []byte("after 4096"), time.Now().Add(waitTimeout)); err != nil {
 		t.Fatalf("ping: %v", err)
 	}
+	cl := pump(c)
 	rec := newRecorder(t)
 	m := rec.message([]byte("still here"))
 	ts.hub.Route("alice", m)
-	wantMessage(t, c, websocket.TextMessage, m.Data)
+	wantMessage(t, cl, websocket.TextMessage, m.Data)
 
 	// The server may hang up before the whole message is out.
 	_ = c.SetWriteDeadline(time.Now().Add(waitTimeout))
 	_ = c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), giveSize))
-	_, _, err := readMessage(c)
+	_, _, err := readMessage(cl)
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
 		t.Fatalf("after a %d-byte message the read got %v, want close %d", giveSize, err, websocket.CloseMessageTooBig)
@@ -269,15 +270,29 @@ func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
 // TestSlowClient: a client that stops reading fills its queue; the message
 // that finds it full is reported ErrQueueFull, the server closes the
 // connection with wire.CloseSlowClient, and every message that found the
-// connection is reported exactly once: nil for each the client got,
-// an error for the others.
+// connection is reported exactly once. Where a write counts, it is nil for
+// each the client got and an error for the others; where the client's
+// pong counts, nil only for messages the client got (one it got but did
+// not confirm before the close is retried: a duplicate, never a loss).
 func TestSlowClient(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []struct {
+		name    string
+		confirm Confirm
+	}{{"pong", ConfirmPong}, {"write", ConfirmWrite}} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			testSlowClient(t, mode.confirm)
+		})
+	}
+}
+
+func testSlowClient(t *testing.T, confirm Confirm) {
 	const (
 		payload  = 256 << 10
 		maxRoute = 500 // bounds memory too: each message has its own payload
 	)
-	ts := newTestServer(t, setup{WS: Config{SendQueue: 4}})
+	ts := newTestServer(t, setup{WS: Config{SendQueue: 4, Confirm: confirm}})
 	c := ts.connectWith(t, dialer(16<<10), "slow")
 	rec := newRecorder(t)
 
@@ -300,7 +315,7 @@ func TestSlowClient(t *testing.T) {
 	}
 
 	received := map[uint64]bool{}
-	err := readUntilClose(t, c, func(typ int, data []byte) {
+	err := readUntilClose(t, pump(c), func(typ int, data []byte) {
 		if typ != websocket.BinaryMessage || len(data) != payload {
 			t.Errorf("read type %d of %d bytes, want binary of %d", typ, len(data), payload)
 			return
@@ -316,7 +331,8 @@ func TestSlowClient(t *testing.T) {
 		if len(got) != 1 {
 			t.Fatalf("message %d: %d reports, want 1", i, len(got))
 		}
-		if (got[0] == nil) != received[uint64(i)] {
+		delivered := got[0] == nil
+		if delivered && !received[uint64(i)] || confirm == ConfirmWrite && delivered != received[uint64(i)] {
 			t.Errorf("message %d: reported %v, received by the client %v", i, got[0], received[uint64(i)])
 		}
 	}
@@ -326,13 +342,13 @@ func TestSlowClient(t *testing.T) {
 // TestKick: hub.Kick closes with the given code and reason.
 func TestKick(t *testing.T) {
 	ts := newTestServer(t, setup{})
-	c1 := ts.connect(t, "alice")
-	c2 := ts.connect(t, "alice")
-	bob := ts.connect(t, "bob")
+	c1 := ts.open(t, "alice")
+	c2 := ts.open(t, "alice")
+	bob := ts.open(t, "bob")
 	if n := ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText); n != 2 {
 		t.Fatalf("Kick = %d, want 2", n)
 	}
-	for _, c := range []*websocket.Conn{c1, c2} {
+	for _, c := range []*client{c1, c2} {
 		wantClose(t, readUntilClose(t, c, nil), wire.CloseKicked, wire.CloseKickedText)
 	}
 	waitFor(t, waitTimeout, ts.isOffline("alice"))
@@ -373,7 +389,7 @@ func TestTokenExpiry(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dial: %v (%s)", err, describe(resp))
 			}
-			err = readUntilClose(t, c, nil)
+			err = readUntilClose(t, pump(c), nil)
 			closedAt := time.Now()
 			wantClose(t, err, wire.CloseTokenExpired, wire.CloseTokenExpiredText)
 			if closedAt.Before(exp) {
@@ -388,7 +404,7 @@ func TestTokenExpiry(t *testing.T) {
 // reason, waits for them all, and later dials are refused.
 func TestShutdown(t *testing.T) {
 	ts := newTestServer(t, setup{})
-	clients := []*websocket.Conn{ts.connect(t, "alice"), ts.connect(t, "alice"), ts.connect(t, "bob")}
+	clients := []*client{ts.open(t, "alice"), ts.open(t, "alice"), ts.open(t, "bob")}
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	result := make(chan bool, 1)
@@ -428,13 +444,19 @@ func TestQueuedReportedOnClose(t *testing.T) {
 		SendQueue:  queued + 2, // never full here
 		WriteWait:  300 * time.Millisecond,
 		CloseGrace: 300 * time.Millisecond,
+		// The write counts: this client must stop reading (so never
+		// answer a ping) after its first message. Unconfirmed messages on
+		// a closing connection: TestUnconfirmedReportedOnClose.
+		Confirm: ConfirmWrite,
 	}})
 	c := ts.connectWith(t, dialer(16<<10), "alice")
 	rec := newRecorder(t)
 
 	first := rec.message([]byte("read in time"))
 	ts.hub.Route("alice", first)
-	wantMessage(t, c, websocket.TextMessage, first.Data)
+	if typ, data, err := c.ReadMessage(); err != nil || typ != websocket.TextMessage || string(data) != string(first.Data) {
+		t.Fatalf("read %d %q %v, want %q", typ, data, err, first.Data)
+	}
 	waitFor(t, waitTimeout, rec.hasCount(1))
 
 	// The client stops reading now: the huge write stalls the pump, the
@@ -486,17 +508,18 @@ func testPingKeepsAlive(t *testing.T, goroutineReaders bool) {
 		pongWait = 100 * time.Millisecond
 	)
 	ts := newTestServer(t, setup{WS: Config{PingInterval: interval, PongWait: pongWait}, GoroutineReaders: goroutineReaders})
-	live := ts.connect(t, "live")
-	ts.connect(t, "mute")
+	raw := ts.connect(t, "live")
+	ts.connect(t, "mute") // never reads, so never answers
 
 	pings := make(chan struct{}, 64)
-	live.SetPingHandler(func(data string) error {
+	raw.SetPingHandler(func(data string) error {
 		select {
 		case pings <- struct{}{}:
 		default:
 		}
-		return live.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(waitTimeout))
+		return raw.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(waitTimeout))
 	})
+	live := pump(raw)
 	readErr := make(chan error, 1)
 	go func() { _, _, err := readMessage(live); readErr <- err }()
 

@@ -45,11 +45,47 @@ type Config struct {
 	// CloseGrace is how long to wait for the client's close frame after
 	// sending ours; default 2s.
 	CloseGrace time.Duration
+	// Confirm is what makes a written frame delivered; default
+	// ConfirmPong.
+	Confirm Confirm
+	// ConfirmTimeout is how long written frames may stay unconfirmed
+	// before the connection is closed as unresponsive (4004) and they are
+	// reported failed; default 10s. It is also the sockets'
+	// TCP_USER_TIMEOUT, so the kernel gives up on a dead peer as soon.
+	ConfirmTimeout time.Duration
 	// OnConnect, if set, is called with the uid after each successful
 	// upgrade (replay of dead letters). It must not block.
 	OnConnect func(uid string)
-	// Registerer receives pusher_connects_total; nil keeps it unregistered.
+	// Registerer receives pusher_connects_total,
+	// pusher_confirm_latency_seconds and pusher_unresponsive_closes_total;
+	// nil keeps them unregistered.
 	Registerer prometheus.Registerer
+}
+
+// Confirm is what counts as delivered on one connection.
+type Confirm int
+
+const (
+	// ConfirmPong: a frame is delivered once the client answered a ping
+	// sent after it. Every browser answers pings by itself (RFC 6455), so
+	// this needs nothing of client code, and unlike the kernel's
+	// acceptance of a write it is not fooled by a connection whose peer
+	// vanished.
+	ConfirmPong Confirm = iota
+	// ConfirmWrite: a frame is delivered once the kernel accepted the
+	// write. Cheaper, and loses what a dead connection swallowed.
+	ConfirmWrite
+)
+
+// ParseConfirm reads "pong" or "write".
+func ParseConfirm(s string) (Confirm, error) {
+	switch s {
+	case "pong", "":
+		return ConfirmPong, nil
+	case "write":
+		return ConfirmWrite, nil
+	}
+	return 0, fmt.Errorf("delivery confirm %q: want pong or write", s)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -68,7 +104,12 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.PingInterval, 25*time.Second)
 	def(&c.PongWait, 60*time.Second)
 	def(&c.CloseGrace, 2*time.Second)
+	def(&c.ConfirmTimeout, 10*time.Second)
 	switch {
+	case c.Confirm != ConfirmPong && c.Confirm != ConfirmWrite:
+		return c, fmt.Errorf("delivery confirm %d: unknown", c.Confirm)
+	case c.ConfirmTimeout < time.Millisecond:
+		return c, fmt.Errorf("confirm timeout %s: want at least 1ms", c.ConfirmTimeout)
 	case c.SendQueue < 1:
 		return c, fmt.Errorf("send queue %d: want at least 1", c.SendQueue)
 	case c.MaxMessageSize < 1:
@@ -91,11 +132,12 @@ func (c Config) withDefaults() (Config, error) {
 
 // Log event names (DESIGN.md).
 const (
-	evConnected = "ws.connected"
-	evClosed    = "ws.closed"
-	evRejected  = "auth.rejected"
-	evRefused   = "ws.refused"
-	evPanic     = "ws.panic"
+	evConnected    = "ws.connected"
+	evClosed       = "ws.closed"
+	evRejected     = "auth.rejected"
+	evRefused      = "ws.refused"
+	evPanic        = "ws.panic"
+	evUnresponsive = "ws.unresponsive"
 	// ws.poll_failed is intake's.
 )
 
@@ -110,8 +152,8 @@ type Handler struct {
 	origins  map[string]bool
 	anyOrig  bool
 	upgrader websocket.Upgrader
-	poll     *intake.Poller         // reads every connection's client
-	connects *prometheus.CounterVec // by result
+	poll     *intake.Poller // reads every connection's client
+	met      *metrics
 
 	// Safe for concurrent use by themselves.
 	nextID  atomic.Uint64
@@ -120,10 +162,12 @@ type Handler struct {
 	// finished another's and waits for more (runWriter); unbuffered, so a
 	// send succeeds only when one waits.
 	handoff chan *conn
-	// bufs is shared by every connection's writer (gorilla takes a buffer
-	// per message and returns it after the flush), so an idle connection
-	// holds no write buffer.
+	// bufs is gorilla's write buffer pool: gorilla no longer writes, but
+	// with a pool it allocates no buffer of its own at the upgrade.
 	bufs sync.Pool
+	// frameBufs hold the frames of one writer round (frameBuf), shared by
+	// every connection's writer, so an idle connection holds none.
+	frameBufs sync.Pool
 }
 
 // NewHandler returns a Handler registering connections in h and verifying
@@ -133,16 +177,12 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 	if err != nil {
 		return nil, fmt.Errorf("ws config: %w", err)
 	}
-	connects := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pusher_connects_total",
-		Help: "WebSocket connection attempts by result (ok, bad_request, forbidden, unauthorized, limited, unavailable, upgrade_failed).",
-	}, []string{"result"})
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(connects); err != nil {
-			return nil, fmt.Errorf("register metrics: %w", err)
-		}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
 	}
-	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, connects: connects}
+	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, met: met}
+	hd.frameBufs.New = func() any { return &frameBuf{b: make([]byte, 0, 4096)} }
 	hd.poll = intake.NewPoller(&hd.running, hd.log, intake.Config{MaxMessageSize: cfg.MaxMessageSize})
 	hd.handoff = make(chan *conn)
 	for _, o := range cfg.AllowedOrigins {
@@ -180,24 +220,24 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 // Handler's poller, which the Handler owns (see Wait), and returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
-		h.connects.WithLabelValues("bad_request").Inc()
+		h.met.connects.WithLabelValues("bad_request").Inc()
 		writeError(w, http.StatusBadRequest, "websocket upgrade required")
 		return
 	}
 	if r.Method != http.MethodGet {
-		h.connects.WithLabelValues("bad_request").Inc()
+		h.met.connects.WithLabelValues("bad_request").Inc()
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	if !h.originAllowed(r) {
-		h.connects.WithLabelValues("forbidden").Inc()
+		h.met.connects.WithLabelValues("forbidden").Inc()
 		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
 	claims, reason, err := h.authenticate(r)
 	if err != nil {
-		h.connects.WithLabelValues("unauthorized").Inc()
+		h.met.connects.WithLabelValues("unauthorized").Inc()
 		h.log.Info(evRejected, zap.String("reason", reason), zap.String("remote", r.RemoteAddr), zap.Error(err))
 		writeError(w, http.StatusUnauthorized, reason)
 		return
@@ -214,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else if errors.Is(err, hub.ErrClosed) {
 			msg, result = "server shutting down", "unavailable"
 		}
-		h.connects.WithLabelValues(result).Inc()
+		h.met.connects.WithLabelValues(result).Inc()
 		h.log.Info(evRefused, zap.String("uid", uid), zap.Uint64("conn", id), zap.Error(err))
 		writeError(w, status, msg)
 		return
@@ -262,15 +302,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	wsConn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
-		h.connects.WithLabelValues("upgrade_failed").Inc()
+		h.met.connects.WithLabelValues("upgrade_failed").Inc()
 		h.log.Info(evRefused, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 		h.hub.Remove(c.uid, c)
 		c.drain()
 		return
 	}
-	h.connects.WithLabelValues("ok").Inc()
+	h.met.connects.WithLabelValues("ok").Inc()
 	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
 	h.running.Add(1) // finish, which needs ws, says Done
+	if err := setUserTimeout(wsConn.NetConn(), h.cfg.ConfirmTimeout); err != nil {
+		h.log.Debug("ws.sockopt_failed", zap.Uint64("conn", c.id), zap.Error(err))
+	}
 	c.mu.Lock()
 	c.ws, c.started = wsConn, time.Now()
 	c.startTimerLocked(exp)

@@ -343,7 +343,7 @@ func TestAccepted(t *testing.T) {
 			if n := ts.hub.Route("alice", rec.message([]byte("hello"))); n != 1 {
 				t.Fatalf("Route = %d, want 1", n)
 			}
-			wantMessage(t, c, websocket.TextMessage, []byte("hello"))
+			wantMessage(t, pump(c), websocket.TextMessage, []byte("hello"))
 		})
 	}
 }
@@ -369,7 +369,7 @@ func TestOnConnect(t *testing.T) {
 
 	c, resp, err := ts.dial(t, dialer(0), bearer("garbage"), "")
 	wantRefused(t, c, resp, err, http.StatusUnauthorized, "invalid token")
-	c = ts.connect(t, "carol")
+	carol := ts.open(t, "carol")
 
 	select {
 	case got := <-calls:
@@ -379,7 +379,7 @@ func TestOnConnect(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("OnConnect not called")
 	}
-	wantMessage(t, c, websocket.TextMessage, welcome.Data)
+	wantMessage(t, carol, websocket.TextMessage, welcome.Data)
 	waitFor(t, waitTimeout, rec.hasCount(1))
 	if got := rec.reports(welcome); got[0] != nil {
 		t.Errorf("welcome reported %v, want nil", got[0])

@@ -437,17 +437,60 @@ func seqPayload(seq uint64, size int) []byte {
 	return b
 }
 
-// readMessage reads one message within waitTimeout. It does not touch a
-// testing.TB, so any goroutine may call it.
-func readMessage(c *websocket.Conn) (int, []byte, error) {
-	if err := c.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
-		return 0, nil, err
+// client reads its connection all the time, as a browser does, so that
+// its reads answer pings, which confirm delivery, whatever the test is
+// doing. Data messages, then the error that ended the connection, arrive
+// on msgs.
+type client struct {
+	*websocket.Conn
+	msgs chan readResult
+}
+
+type readResult struct {
+	typ  int
+	data []byte
+	err  error
+}
+
+// pump starts reading c; the reader stops when c ends (the test's
+// cleanup closes it).
+func pump(c *websocket.Conn) *client {
+	cl := &client{Conn: c, msgs: make(chan readResult, 4096)}
+	go func() {
+		for {
+			typ, data, err := c.ReadMessage()
+			cl.msgs <- readResult{typ, data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return cl
+}
+
+// open connects uid as a reading client.
+func (ts *testServer) open(tb testing.TB, uid string) *client {
+	tb.Helper()
+	return pump(ts.connect(tb, uid))
+}
+
+// readMessage returns the next message, or the error that ended the
+// connection, within waitTimeout. It does not touch a testing.TB, so any
+// goroutine may call it.
+func readMessage(c *client) (int, []byte, error) {
+	select {
+	case r := <-c.msgs:
+		if r.err != nil {
+			c.msgs <- r // every later read sees it too
+		}
+		return r.typ, r.data, r.err
+	case <-time.After(waitTimeout):
+		return 0, nil, fmt.Errorf("no message within %s", waitTimeout)
 	}
-	return c.ReadMessage()
 }
 
 // wantMessage reads one message and asserts its type and bytes.
-func wantMessage(tb testing.TB, c *websocket.Conn, typ int, data []byte) {
+func wantMessage(tb testing.TB, c *client, typ int, data []byte) {
 	tb.Helper()
 	gotTyp, got, err := readMessage(c)
 	if err != nil {
@@ -460,7 +503,7 @@ func wantMessage(tb testing.TB, c *websocket.Conn, typ int, data []byte) {
 
 // readUntilClose hands every data message to onMessage (if set) until the
 // connection ends, and returns the error that ended it.
-func readUntilClose(tb testing.TB, c *websocket.Conn, onMessage func(typ int, data []byte)) error {
+func readUntilClose(tb testing.TB, c *client, onMessage func(typ int, data []byte)) error {
 	tb.Helper()
 	for {
 		typ, data, err := readMessage(c)

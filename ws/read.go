@@ -30,10 +30,35 @@ func (c *conn) Pinged(payload []byte) {
 	c.mu.Unlock()
 }
 
-// Ponged implements intake.Conn. pusher's pings carry no payload yet, and
-// hearing the pong was enough (Heard). Issue 11 confirms the frames written
-// before the ping whose payload this echoes.
-func (c *conn) Ponged([]byte) {}
+// Ponged implements intake.Conn: in ConfirmPong mode a pong echoing the
+// ping that is out confirms every message written before that ping. Any
+// other pong only says the client is alive (Heard).
+func (c *conn) Ponged(payload []byte) {
+	id, ok := pongID(payload)
+	if !ok || c.h.cfg.Confirm != ConfirmPong {
+		return
+	}
+	c.mu.Lock()
+	done, at, ok := c.confirm.ponged(id)
+	if ok {
+		c.startWriterLocked() // a ping for what was written meanwhile
+	}
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	if len(done) > 0 {
+		latency := time.Since(at).Seconds()
+		for i, m := range done {
+			m.Finish(nil)
+			c.h.met.confirmLatency.Observe(latency)
+			done[i] = nil
+		}
+	}
+	c.mu.Lock()
+	c.confirm.reuse(done)
+	c.mu.Unlock()
+}
 
 // ClientClosed implements intake.Conn: the answer echoes the client's
 // code, as RFC 6455 5.5.1 asks, unless our close frame went first.

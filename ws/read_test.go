@@ -21,9 +21,10 @@ func TestClientFrames(t *testing.T) {
 			t.Parallel()
 			t.Run("ping gets a pong with its payload", func(t *testing.T) {
 				ts := newTestServer(t, setup{GoroutineReaders: mode.goroutines})
-				c := ts.connect(t, "alice")
+				raw := ts.connect(t, "alice")
 				pongs := make(chan string, 1)
-				c.SetPongHandler(func(data string) error { pongs <- data; return nil })
+				raw.SetPongHandler(func(data string) error { pongs <- data; return nil })
+				c := pump(raw) // after the handler is set: pump reads, and so runs it
 				// One ping at a time: a server may answer only the last of
 				// several pings it has not answered yet (RFC 6455 5.5.3).
 				rec := newRecorder(t)
@@ -52,7 +53,7 @@ func TestClientFrames(t *testing.T) {
 			t.Run("client close is echoed and logged", func(t *testing.T) {
 				core, logs := observer.New(zap.InfoLevel)
 				ts := newTestServer(t, setup{GoroutineReaders: mode.goroutines, Log: zap.New(core)})
-				c := ts.connect(t, "alice")
+				c := ts.open(t, "alice")
 				msg := websocket.FormatCloseMessage(4000, "bye")
 				if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(waitTimeout)); err != nil {
 					t.Fatalf("close: %v", err)
@@ -69,7 +70,7 @@ func TestClientFrames(t *testing.T) {
 			})
 			t.Run("protocol violation closes with 1002", func(t *testing.T) {
 				ts := newTestServer(t, setup{GoroutineReaders: mode.goroutines})
-				c := ts.connect(t, "alice")
+				c := ts.open(t, "alice")
 				// An unmasked text frame: clients must mask.
 				if _, err := c.NetConn().Write([]byte{0x81, 0x02, 'h', 'i'}); err != nil {
 					t.Fatalf("write: %v", err)
@@ -84,7 +85,7 @@ func TestClientFrames(t *testing.T) {
 			t.Run("hang-up without a close frame", func(t *testing.T) {
 				core, logs := observer.New(zap.InfoLevel)
 				ts := newTestServer(t, setup{GoroutineReaders: mode.goroutines, Log: zap.New(core)})
-				c := ts.connect(t, "alice")
+				c := ts.open(t, "alice")
 				_ = c.NetConn().Close()
 				f := closedLog(t, logs)
 				if f["code"] != int64(websocket.CloseAbnormalClosure) {

@@ -4,7 +4,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
 
+	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
 )
 
@@ -19,21 +21,28 @@ func (c *conn) startTimerLocked(expires time.Time) {
 
 // tick is the timer's callback. It ends the connection once CloseGrace
 // passed in closeSent or the client stayed silent for PongWait; while open
-// it closes it with 4003 once the token expired, else asks the writer for
-// a ping when one is due; and it rearms itself while the connection lives.
+// it closes it with 4004 once written messages stayed unconfirmed for
+// ConfirmTimeout, with 4003 once the token expired, else asks the writer
+// for a ping when one is due; and it rearms itself while the connection
+// lives.
 func (c *conn) tick() {
 	now := time.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	cut := c.state == stateCloseSent && !now.Before(c.closeBy)
 	silent := now.Sub(c.heard) >= c.h.cfg.PongWait
 	open := c.state == stateOpen
+	var sent, later []*hub.Message
 	switch {
 	case c.state == stateDead:
+		c.mu.Unlock()
 		return
 	case cut || silent:
 		c.endLocked(websocket.CloseAbnormalClosure, closeLostText)
+		c.mu.Unlock()
 		return
+	case open && c.unresponsiveLocked(now):
+		sent, later = c.confirm.takeAll()
+		c.closeLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText)
 	case open && !c.expires.IsZero() && !now.Before(c.expires):
 		c.closeLocked(wire.CloseTokenExpired, wire.CloseTokenExpiredText)
 	case open && !now.Before(c.nextPing):
@@ -42,6 +51,22 @@ func (c *conn) tick() {
 		c.startWriterLocked()
 	}
 	c.timer.Reset(c.untilNextTick(now))
+	c.mu.Unlock()
+	if n := len(sent) + len(later); n > 0 {
+		// The client had every chance: the messages go back for a retry,
+		// to the uid's other connections or, with none left, to PUSH_DLQ.
+		c.h.met.unresponsive.Inc()
+		c.h.log.Warn(evUnresponsive, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("unconfirmed", n))
+		finishAll(sent, hub.ErrUnconfirmed)
+		finishAll(later, hub.ErrUnconfirmed)
+	}
+}
+
+// unresponsiveLocked reports whether a message written has waited
+// ConfirmTimeout for its confirmation by now. c.mu must be held.
+func (c *conn) unresponsiveLocked(now time.Time) bool {
+	since := c.confirm.since()
+	return !since.IsZero() && now.Sub(since) >= c.h.cfg.ConfirmTimeout
 }
 
 // untilNextTick is the time to the next ping, the expiry, the silence
@@ -53,6 +78,9 @@ func (c *conn) untilNextTick(now time.Time) time.Duration {
 		next = earliest(next, c.nextPing)
 		if !c.expires.IsZero() {
 			next = earliest(next, c.expires)
+		}
+		if since := c.confirm.since(); !since.IsZero() {
+			next = earliest(next, since.Add(c.h.cfg.ConfirmTimeout))
 		}
 	case stateCloseSent:
 		next = earliest(next, c.closeBy)

@@ -1,7 +1,6 @@
 package ws
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -27,7 +26,8 @@ func (c *conn) startWriterLocked() {
 func (c *conn) hasWorkLocked() bool {
 	switch c.state {
 	case stateOpen:
-		return len(c.queue) > 0 || c.pingDue || c.pongDue
+		return len(c.queue) > 0 || c.pingDue || c.pongDue ||
+			c.h.cfg.Confirm == ConfirmPong && c.confirm.wantsPing(0, false)
 	case stateClosing, stateAnswering:
 		return true
 	}
@@ -54,13 +54,19 @@ func (h *Handler) runWriter(c *conn) {
 }
 
 // writer writes for c, then for whichever connection is handed to it
-// within writerLinger, then exits.
+// within writerLinger, then exits. It holds one frameBuf meanwhile.
 func (h *Handler) writer(c *conn) {
 	defer h.running.Done()
+	fb := h.frameBufs.Get().(*frameBuf)
+	defer func() {
+		if cap(fb.b) <= frameBufKeep {
+			h.frameBufs.Put(fb)
+		}
+	}()
 	linger := time.NewTimer(writerLinger)
 	defer linger.Stop()
 	for {
-		c.writeLoop()
+		c.writeLoop(fb)
 		linger.Reset(writerLinger)
 		select {
 		case c = <-h.handoff:
@@ -74,7 +80,7 @@ func (h *Handler) writer(c *conn) {
 // without it.
 type work struct {
 	batch   []*hub.Message
-	ping    bool
+	pingID  uint64 // a ping to write after the batch; 0 for none
 	pongDue bool
 	pong    []byte
 	close   bool // our close frame: written last, the batch reported failed
@@ -82,8 +88,9 @@ type work struct {
 
 // writeLoop writes until nothing is left, then returns (and its goroutine
 // may take another connection's work: Handler.runWriter). It reports every
-// message it takes to the message's owner.
-func (c *conn) writeLoop() {
+// message it takes to the message's owner, or leaves it to the
+// confirmation (ConfirmPong).
+func (c *conn) writeLoop(fb *frameBuf) {
 	defer c.writers.Done()
 	defer c.recoverWriter()
 	var spare []*hub.Message
@@ -97,13 +104,10 @@ func (c *conn) writeLoop() {
 			// the close frame goes now, after the pong to a ping that came
 			// before whatever made us close.
 			finishAll(w.batch, errConnClosed)
-			if w.pongDue {
-				_ = c.control(websocket.PongMessage, w.pong)
-			}
-			c.writeClose()
+			c.writeClose(fb, w)
 			return
 		}
-		if !c.writeWork(w) {
+		if !c.writeWork(fb, w) {
 			return
 		}
 		spare = w.batch
@@ -111,9 +115,11 @@ func (c *conn) writeLoop() {
 }
 
 // takeWork takes what is to be written and leaves spare (emptied) as the
-// queue, so the next burst reuses it. When there is nothing it clears
-// writing, in the same critical section, so whoever adds work next starts
-// a writer. Writer only.
+// queue, so the next burst reuses it. In ConfirmPong mode it also decides
+// the ping that follows the batch and records the batch as written, before
+// the write, so that a pong can never overtake the bookkeeping. When there
+// is nothing it clears writing, in the same critical section, so whoever
+// adds work next starts a writer. Writer only.
 func (c *conn) takeWork(spare []*hub.Message) (w work, ok bool) {
 	if cap(spare) > keepQueueCap {
 		spare = nil
@@ -127,34 +133,83 @@ func (c *conn) takeWork(spare []*hub.Message) (w work, ok bool) {
 		}
 		return work{}, false
 	}
-	w = work{batch: c.queue, ping: c.pingDue, pongDue: c.pongDue, pong: c.pong,
+	w = work{batch: c.queue, pongDue: c.pongDue, pong: c.pong,
 		close: c.state == stateClosing || c.state == stateAnswering}
 	c.queue = spare[:0]
-	c.pingDue, c.pongDue, c.pong = false, false, nil
+	c.pongDue, c.pong = false, nil
+	if !w.close {
+		w.pingID = c.takePingLocked(w.batch)
+	}
 	return w, true
 }
 
-// writeWork writes a ping, a pong and the batch, in that order, and
-// reports each message. A failed write ends the connection: false.
-// Writer only.
-func (c *conn) writeWork(w work) bool {
-	if w.ping && !c.control(websocket.PingMessage, nil) || w.pongDue && !c.control(websocket.PongMessage, w.pong) {
-		finishAll(w.batch, errConnClosed)
+// takePingLocked returns the id of the ping to write after batch, or 0
+// for none, and in ConfirmPong mode records the batch as written. c.mu
+// must be held.
+func (c *conn) takePingLocked(batch []*hub.Message) uint64 {
+	keepalive := c.pingDue
+	c.pingDue = false
+	if c.h.cfg.Confirm != ConfirmPong {
+		if !keepalive {
+			return 0
+		}
+		c.confirm.pingID++
+		return c.confirm.pingID
+	}
+	var id uint64
+	if c.confirm.wantsPing(len(batch), keepalive) {
+		id = c.confirm.pingID + 1
+	}
+	now := time.Now()
+	waiting := !c.confirm.since().IsZero()
+	c.confirm.written(batch, id, now)
+	if !waiting && len(batch) > 0 {
+		// The first message to await confirmation: the timer must fire
+		// by its ConfirmTimeout, sooner than anything it waits for now.
+		c.timer.Reset(c.untilNextTick(now))
+	}
+	return id
+}
+
+// writeWork writes a pong, the batch and a ping, in that order and in one
+// write where it can. In ConfirmWrite mode it reports each message; in
+// ConfirmPong mode the pong to the ping will. A failed write ends the
+// connection: false. Writer only.
+func (c *conn) writeWork(fb *frameBuf, w work) bool {
+	nc := c.ws.NetConn()
+	err := nc.SetWriteDeadline(deadline(c.h.cfg.WriteWait))
+	if err == nil && w.pongDue {
+		err = fb.add(nc, opPong, w.pong)
+	}
+	for _, m := range w.batch {
+		if err != nil {
+			break
+		}
+		op := opText
+		if m.Binary {
+			op = opBinary
+		}
+		err = fb.add(nc, op, m.Data)
+	}
+	if err == nil && w.pingID != 0 {
+		var p [8]byte
+		err = fb.add(nc, opPing, pingPayload(&p, w.pingID))
+	}
+	if err == nil {
+		err = fb.flush(nc)
+	}
+	if c.h.cfg.Confirm == ConfirmWrite {
+		finishAll(w.batch, err)
+	} else {
+		clear(w.batch) // the confirmation holds them now
+	}
+	if err != nil {
+		fb.b = fb.b[:0]
+		if ce := c.h.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
+			ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
+		}
 		c.end(websocket.CloseAbnormalClosure, closeLostText)
 		return false
-	}
-	for i, m := range w.batch {
-		err := c.write(m)
-		m.Finish(err)
-		w.batch[i] = nil
-		if err != nil {
-			if ce := c.h.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
-				ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
-			}
-			finishAll(w.batch[i+1:], errConnClosed)
-			c.end(websocket.CloseAbnormalClosure, closeLostText)
-			return false
-		}
 	}
 	return true
 }
@@ -171,26 +226,6 @@ func (c *conn) recoverWriter() {
 // keepQueueCap is the largest queue slice a writer keeps for reuse; after
 // a bigger burst it is let go so an idle connection shrinks back.
 const keepQueueCap = 64
-
-// write writes one message as a text or binary frame, under WriteWait.
-func (c *conn) write(m *hub.Message) error {
-	typ := websocket.TextMessage
-	if m.Binary {
-		typ = websocket.BinaryMessage
-	}
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteWait)); err != nil {
-		return fmt.Errorf("set write deadline: %w", err)
-	}
-	if err := c.ws.WriteMessage(typ, m.Data); err != nil {
-		return fmt.Errorf("write message: %w", err)
-	}
-	return nil
-}
-
-// control writes one control frame under WriteWait; false means it failed.
-func (c *conn) control(typ int, payload []byte) bool {
-	return c.ws.WriteControl(typ, payload, time.Now().Add(c.h.cfg.WriteWait)) == nil
-}
 
 // queueCloseLocked leaves open for next (closing or answering), with msg
 // as our close frame, and starts the writer for it. c.mu must be held and
@@ -209,14 +244,26 @@ func (c *conn) queueCloseLocked(next connState, msg []byte) {
 	c.startWriterLocked()
 }
 
-// writeClose writes our close frame. Then closing → closeSent, with
-// CloseGrace for the client's close frame to come; answering (the client
-// is done) → dead, as does a failed write. Writer only.
-func (c *conn) writeClose() {
+// writeClose writes our close frame, after the pong still owed, in one
+// write. Then closing → closeSent, with CloseGrace for the client's close
+// frame to come; answering (the client is done) → dead, as does a failed
+// write. Writer only.
+func (c *conn) writeClose(fb *frameBuf, w work) {
 	c.mu.Lock()
 	msg := c.closeMsg
 	c.mu.Unlock()
-	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteWait))
+	nc := c.ws.NetConn()
+	err := nc.SetWriteDeadline(deadline(c.h.cfg.WriteWait))
+	if err == nil && w.pongDue {
+		err = fb.add(nc, opPong, w.pong)
+	}
+	if err == nil {
+		err = fb.add(nc, opClose, msg)
+	}
+	if err == nil {
+		err = fb.flush(nc)
+	}
+	fb.b = fb.b[:0]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil && c.state == stateClosing {
