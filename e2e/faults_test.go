@@ -437,34 +437,7 @@ func TestHostileConnectBurst(t *testing.T) {
 	}
 	pub := harness.StartPublisher(t, p.NATSURL(), msgs, 60*time.Second)
 
-	validTok, hugeTok := harness.Token(t, "intruder", time.Hour), strings.Repeat("a", 9<<10)
-	var (
-		wg       sync.WaitGroup
-		sent     = make([]atomic.Int64, len(hostileKinds))
-		wrong    atomic.Int64
-		firstBad sync.Once
-	)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range perWorker {
-				k := (w*perWorker + i) % len(hostileKinds)
-				sent[k].Add(1)
-				got, err := hostileAttempt(p.HTTPAddr(), k, validTok, hugeTok)
-				if got != hostileKinds[k].want {
-					wrong.Add(1)
-					firstBad.Do(func() {
-						t.Errorf("%s: got status %d (%v), want %d", hostileKinds[k].name, got, err, hostileKinds[k].want)
-					})
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if n := wrong.Load(); n > 0 {
-		t.Errorf("%d of %d bad requests got the wrong answer", n, workers*perWorker)
-	}
+	sent := hostileBurst(t, p.HTTPAddr(), workers, perWorker)
 
 	acked := pub.Wait(t)
 	pub.Close()
@@ -477,7 +450,7 @@ func TestHostileConnectBurst(t *testing.T) {
 	}
 	wantByResult := map[string]int64{"ok": int64(rec.Dials())}
 	for k, kd := range hostileKinds {
-		wantByResult[kd.result] += sent[k].Load()
+		wantByResult[kd.result] += sent[k]
 	}
 	m := harness.ScrapeT(t, p.HTTPAddr())
 	for result, want := range wantByResult {
@@ -492,6 +465,45 @@ func TestHostileConnectBurst(t *testing.T) {
 		t.Errorf("pusher_connections = %v, want %d", got, goodUsers)
 	}
 	harness.WaitSettled(t, p.NATSURL(), []string{p.HTTPAddr()}, 30*time.Second)
+}
+
+// hostileBurst makes workers × perWorker bad connection attempts at
+// httpAddr at once, the kinds in turn, fails t for each kind of wrong
+// answer, and returns how many attempts of each kind it made.
+func hostileBurst(t *testing.T, httpAddr string, workers, perWorker int) []int64 {
+	validTok, hugeTok := harness.Token(t, "intruder", time.Hour), strings.Repeat("a", 9<<10)
+	var (
+		wg       sync.WaitGroup
+		sent     = make([]atomic.Int64, len(hostileKinds))
+		wrong    atomic.Int64
+		firstBad sync.Once
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				k := (w*perWorker + i) % len(hostileKinds)
+				sent[k].Add(1)
+				got, err := hostileAttempt(httpAddr, k, validTok, hugeTok)
+				if got != hostileKinds[k].want {
+					wrong.Add(1)
+					firstBad.Do(func() {
+						t.Errorf("%s: got status %d (%v), want %d", hostileKinds[k].name, got, err, hostileKinds[k].want)
+					})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := wrong.Load(); n > 0 {
+		t.Errorf("%d of %d bad requests got the wrong answer", n, workers*perWorker)
+	}
+	out := make([]int64, len(sent))
+	for k := range sent {
+		out[k] = sent[k].Load()
+	}
+	return out
 }
 
 // checkGoroutinesBack fails t unless p's go_goroutines comes back to
