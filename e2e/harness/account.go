@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pusher-io/pusher/consumer"
@@ -62,15 +61,8 @@ type Figures struct {
 // stranded. NATS is reached at natsURL (comma-separated for a cluster).
 func Account(t testing.TB, name, natsURL string, acked map[string]struct{}, rec *Recorder, timeout time.Duration) Figures {
 	t.Helper()
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ErrorHandler(quietErrors))
-	if err != nil {
-		t.Fatalf("accounting connect: %v", err)
-	}
+	nc, js := Connect(t, natsURL)
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// settled: a dead letter that is not waiting for a replay.
 	settled := func(dl DeadLetter, ok bool) bool {
 		return ok && (dl.Reason != wire.ReasonOffline || !rec.IsOnline(dl.UID))

@@ -44,8 +44,9 @@ type ProcConfig struct {
 }
 
 // Proc is one running subprocess, started with StartProc or NewProc. It
-// dies with this process (PR_SET_PDEATHSIG), and the wait for its exit is
-// the only goroutine it owns. Methods are safe for concurrent use.
+// dies with this process (PR_SET_PDEATHSIG). One goroutine waits for its
+// exit (and os/exec's copy its output), until it is reaped. Methods are
+// safe for concurrent use.
 type Proc struct {
 	cfg    ProcConfig
 	cmd    *exec.Cmd
@@ -53,7 +54,6 @@ type Proc struct {
 	stderr *tailBuffer // stderr, when not LogPath
 	done   chan struct{}
 	state  *os.ProcessState // set before done is closed
-	err    error            // Wait's error; set before done is closed
 }
 
 // CleanEnv is this process's environment without pusher's settings
@@ -101,7 +101,7 @@ func NewProc(cfg ProcConfig) (*Proc, error) {
 		return nil, fmt.Errorf("start %s (%s): %w", cfg.Name, cfg.Bin, err)
 	}
 	go func() {
-		p.err = p.cmd.Wait()
+		_ = p.cmd.Wait() // how it ended is in state
 		p.state = p.cmd.ProcessState
 		close(p.done)
 	}()
