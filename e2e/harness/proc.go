@@ -133,9 +133,6 @@ func (p *Proc) PID() int { return p.cmd.Process.Pid }
 // Log is the process's stdout as log lines; nil with LogPath.
 func (p *Proc) Log() *Log { return p.log }
 
-// LogPath is the file the process writes to, if any.
-func (p *Proc) LogPath() string { return p.cfg.LogPath }
-
 // Stderr is what the process wrote to stderr (its last MiB), or the tail
 // of its log file with LogPath.
 func (p *Proc) Stderr() string {
@@ -145,9 +142,6 @@ func (p *Proc) Stderr() string {
 	return fileTail(p.cfg.LogPath, 4096)
 }
 
-// Done is closed once the process has exited and been reaped.
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
 // Exited reports whether the process has exited.
 func (p *Proc) Exited() bool {
 	select {
@@ -156,14 +150,6 @@ func (p *Proc) Exited() bool {
 	default:
 		return false
 	}
-}
-
-// State is the exit state; nil while the process runs.
-func (p *Proc) State() *os.ProcessState {
-	if !p.Exited() {
-		return nil
-	}
-	return p.state
 }
 
 // Alive returns nil while the process runs, and otherwise an error with

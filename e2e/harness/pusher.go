@@ -195,9 +195,6 @@ func (p *Pusher) Log() *Log { return p.proc.Log() }
 // HTTPAddr is where the pusher serves HTTP and WebSocket.
 func (p *Pusher) HTTPAddr() string { return p.cfg.HTTPAddr }
 
-// WSURL is the pusher's WebSocket URL.
-func (p *Pusher) WSURL() string { return "ws://" + p.cfg.HTTPAddr + "/ws" }
-
 // NATSURL is the NATS the pusher uses: its external NATS, or its embedded
 // server.
 func (p *Pusher) NATSURL() string {
