@@ -14,7 +14,7 @@ FUZZ_TARGETS := \
 
 .PHONY: help
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: run
 run: ## run pusher with its embedded NATS (127.0.0.1:4222, HTTP 127.0.0.1:8181, data in ./data)
@@ -29,16 +29,26 @@ deps: ## install what the tests need that Go does not fetch (Debian's chromium, 
 	@./.ci/install-chromium
 
 .PHONY: test
-test: deps ## run every test with the race detector (installs chromium first when it can)
-	$(GO) test -race -count=1 -timeout 15m ./...
+test: deps ## both tiers with the race detector: fast package tests, then e2e (installs chromium first when it can)
+	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -tags e2e -timeout 20m ./e2e/...
+
+.PHONY: test-fast
+test-fast: ## the fast tier: every package's tests, no e2e (go test -race ./...)
+	$(GO) test -race -count=1 ./...
+
+.PHONY: test-e2e
+test-e2e: deps ## the e2e tier: pusher and nats-server processes, NATS clusters, Chromium (installs chromium first when it can)
+	$(GO) test -race -count=1 -tags e2e -timeout 20m ./e2e/...
 
 .PHONY: fmt-check
 fmt-check: ## fail if gofmt would change anything
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: vet
-vet: ## go vet
+vet: ## go vet, with and without the e2e tag
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
 
 .PHONY: lint
 lint: ## golangci-lint with .golangci.yml (built from the module proxy on first use)

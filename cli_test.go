@@ -110,9 +110,7 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 	_, js := p.natsClient(t)
 	publish(t, js, "push.away", []byte("first  line\nsecond line"))
 	publish(t, js, "push.away", []byte{0xff, 0xfe})
-	waitFor(t, 10*time.Second, "2 dead letters", func() bool {
-		return streamMsgs(t, js, wire.DLQStreamName, "dlq.push.away") == 2
-	})
+	waitFor(t, 10*time.Second, "2 dead letters", holds(js, wire.DLQStreamName, "dlq.push.away", 2))
 	code, out, errOut := cli(t, env, "dlq", "list")
 	if code != 0 || !strings.Contains(out, "REASON") || !strings.Contains(out, `"first line second line"`) ||
 		!strings.Contains(out, "<2 bytes binary>") || !strings.Contains(errOut, "2 dead letters") {
@@ -149,8 +147,8 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "replayed 0 dead letters, skipped 1 malformed") {
 		t.Fatalf("dlq replay of a malformed dead letter: %d %q", code, out)
 	}
-	if n := streamMsgs(t, js, wire.DLQStreamName, "dlq.push.junk"); n != 1 {
-		t.Fatalf("malformed dead letter count %d, want it left in place", n)
+	if n, err := streamMsgs(js, wire.DLQStreamName, "dlq.push.junk"); err != nil || n != 1 {
+		t.Fatalf("malformed dead letter count %d (%v), want it left in place", n, err)
 	}
 
 	code, out, _ = cli(t, env, "kick", "cli-user")

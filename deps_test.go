@@ -3,7 +3,7 @@ package main
 import (
 	"go/parser"
 	gotoken "go/token"
-	"os"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,7 +13,8 @@ import (
 
 // TestDeps keeps dependencies flowing one way: main wires everything;
 // consumer -> hub <- ws; auth and logging are leaves. A package may import
-// only the project packages listed for it (non-test files).
+// only the project packages listed for it (non-test files). Every package
+// directory, nested ones too, must have a row.
 func TestDeps(t *testing.T) {
 	const module = "github.com/pusher-io/pusher/"
 	allowed := map[string][]string{
@@ -27,28 +28,17 @@ func TestDeps(t *testing.T) {
 		"ws":                 {"hub", "auth", "wire", "ws/internal/intake"},
 		"ws/internal/intake": nil,
 		"e2e/netfault":       nil,
+		"server":             {"api", "auth", "cluster", "consumer", "hub", "natsserver", "web", "wire", "ws"},
 		"cluster":            {"hub", "wire"},
 		"api":                {"wire"},
-		"server":             {"api", "auth", "cluster", "consumer", "hub", "natsserver", "web", "wire", "ws"},
-		"bench":              {"auth", "consumer", "wire"}, // a program, like main: it mints tokens and reads the streams
+		// A program, like main: it mints tokens, reads the streams, and
+		// runs pusher through the e2e harness.
+		"bench": {"auth", "consumer", "wire", "e2e/harness"},
+		"e2e":   nil, // its tests are black-box: only the harness, behind a build tag
+		// The black box's outside: contract names, dead letters, tokens.
+		"e2e/harness": {"wire", "consumer", "auth"},
 	}
-	var pkgs []string // every directory below the root with Go files
-	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || path == "." {
-			return err
-		}
-		if name := d.Name(); strings.HasPrefix(name, ".") || name == "testdata" || path == "data" {
-			return filepath.SkipDir
-		}
-		if files, _ := filepath.Glob(filepath.Join(path, "*.go")); len(files) > 0 {
-			pkgs = append(pkgs, filepath.ToSlash(path))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, pkg := range pkgs {
+	for _, pkg := range packageDirs(t) {
 		files, _ := filepath.Glob(filepath.Join(pkg, "*.go"))
 		ok, known := allowed[pkg]
 		if !known {
@@ -72,4 +62,34 @@ func TestDeps(t *testing.T) {
 			}
 		}
 	}
+}
+
+// packageDirs lists the module's package directories below the root
+// (slash-separated, "e2e/harness"): those holding .go files, leaving out
+// hidden directories, testdata and the default data dir.
+func packageDirs(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() || path == "." {
+			return nil
+		}
+		if name := d.Name(); strings.HasPrefix(name, ".") || name == "testdata" || (path == "data" && name == "data") {
+			return filepath.SkipDir
+		}
+		if files, _ := filepath.Glob(filepath.Join(path, "*.go")); len(files) > 0 {
+			dirs = append(dirs, filepath.ToSlash(path))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no package directories found: run from the module root")
+	}
+	return dirs
 }

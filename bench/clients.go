@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pusher-io/pusher/e2e/harness"
 )
 
 // clientRequestTimeout bounds an answer to a quick command.
@@ -41,7 +43,7 @@ func startClient(id int, wsURL string, srcs []string, secret string, progress ch
 	}
 	c := &clientProc{id: id, lines: make(chan string, 1024), exited: make(chan struct{}), stderr: &tailBuffer{max: 4096}}
 	c.cmd = exec.Command(exe, "client", "--id", strconv.Itoa(id), "--url", wsURL, "--src", strings.Join(srcs, ","))
-	c.cmd.Env = append(cleanEnv(), "BENCH_JWT_SECRET="+secret)
+	c.cmd.Env = append(harness.CleanEnv(), "BENCH_JWT_SECRET="+secret)
 	c.cmd.Stderr = c.stderr
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := c.cmd.StdoutPipe()

@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pusher-io/pusher/e2e/harness"
 	"github.com/pusher-io/pusher/wire"
 )
 
@@ -112,18 +113,34 @@ func (b *bench) startClusterGen(ctx context.Context, nodes int) error {
 	}
 	b.logf("NATS cluster %d formed in %s: %s", gen, took.Round(time.Millisecond), strings.Join(pids, ", "))
 
-	// Node 1 first, so it creates the streams and the consumer alone; then
-	// the others at once. Started together on an empty cluster, nodes
-	// racing to create the R3 streams hang in CreateOrUpdateStream until
-	// pusher's 30s start timeout (see BENCHMARKS.md, Cluster).
+	if err := b.startNodes(ctx, gen, nodes); err != nil {
+		return err
+	}
+	if err := b.waitPulling(ctx); err != nil {
+		return err
+	}
+	if err := b.startClients(); err != nil {
+		return err
+	}
+	if gen == 1 {
+		b.limitsRow()
+	}
+	return nil
+}
+
+// startNodes starts nodes pusher nodes on the NATS cluster of generation
+// gen and checks that each says it routes through the cluster. Node 1
+// starts first, so it creates the streams and the consumer alone; then the
+// others at once. Started together on an empty cluster, nodes racing to
+// create the R3 streams hang in CreateOrUpdateStream until pusher's 30s
+// start timeout (see BENCHMARKS.md, Cluster).
+func (b *bench) startNodes(ctx context.Context, gen, nodes int) error {
 	procs := make([]*pusherProc, nodes)
 	errs := make([]error, nodes)
 	start := func(i int) {
-		procs[i], errs[i] = startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("c%d-pusher-%d", gen, i+1), b.secret,
-			"PUSHER_NATS_URL="+b.natsURLs(i),
-			"PUSHER_REPLICAS="+strconv.Itoa(natsClusterSize),
-			"PUSHER_ROUTING=cluster",
-		)
+		procs[i], errs[i] = startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("c%d-pusher-%d", gen, i+1), b.secret, harness.PusherConfig{
+			NATSURL: b.natsURLs(i), Replicas: natsClusterSize, Routing: "cluster",
+		})
 	}
 	start(0)
 	if errs[0] == nil {
@@ -143,19 +160,14 @@ func (b *bench) startClusterGen(ctx context.Context, nodes int) error {
 		}
 	}
 	for _, p := range b.nodes {
-		if p.ready.EmbeddedNATS || !p.ready.ClusterRouting {
-			return fmt.Errorf("%s: pusher.ready says embedded_nats %v, cluster_routing %v; want false, true", p.name, p.ready.EmbeddedNATS, p.ready.ClusterRouting)
+		ready, err := p.readyLine(ctx)
+		if err != nil {
+			return err
 		}
-		b.logf("%s pid %d http %s", p.name, p.pid, p.httpAddr)
-	}
-	if err := b.waitPulling(ctx); err != nil {
-		return err
-	}
-	if err := b.startClients(); err != nil {
-		return err
-	}
-	if gen == 1 {
-		b.limitsRow()
+		if ready["embedded_nats"] != false || ready["cluster_routing"] != true {
+			return fmt.Errorf("%s: pusher.ready says embedded_nats %v, cluster_routing %v; want false, true", p.name, ready["embedded_nats"], ready["cluster_routing"])
+		}
+		b.logf("%s pid %d http %s", p.name, p.pid, p.HTTPAddr())
 	}
 	return nil
 }
@@ -181,39 +193,34 @@ func (b *bench) waitPulling(ctx context.Context) error {
 	}
 	start := time.Now()
 	first := -1 // pull requests waiting at the first answer
-	for {
-		waiting, err := func() (int, error) {
-			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			c, err := js.Consumer(ictx, wire.StreamName, wire.DurableName)
-			if err != nil {
-				return 0, err
-			}
-			ci, err := c.Info(ictx)
-			if err != nil {
-				return 0, err
-			}
-			return ci.NumWaiting, nil
-		}()
-		if err == nil && first < 0 {
-			first = waiting
-		}
-		if err == nil && waiting >= len(b.nodes) {
-			if d := time.Since(start); d > time.Second {
-				b.notes = append(b.notes, fmt.Sprintf("cluster %d: consumer %s had %d pull requests waiting for %d nodes; every node pulled only %s after pusher.ready%s",
-					b.natsGen, wire.DurableName, max(first, 0), len(b.nodes), d.Round(100*time.Millisecond), b.consumerErrors()))
-				b.logf("every node pulls, after %s", d.Round(100*time.Millisecond))
-			}
-			return nil
-		}
-		if time.Since(start) > pullWaitTimeout {
-			return fmt.Errorf("consumer %s: %d pull requests waiting after %s, want one per node (%d)%s; last error: %v",
-				wire.DurableName, waiting, pullWaitTimeout, len(b.nodes), b.consumerErrors(), err)
-		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+	err = harness.Poll(ctx, pullWaitTimeout, fmt.Sprintf("one pull request per node (%d)", len(b.nodes)), func() error {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c, err := js.Consumer(ictx, wire.StreamName, wire.DurableName)
+		if err != nil {
 			return err
 		}
+		ci, err := c.Info(ictx)
+		if err != nil {
+			return err
+		}
+		if first < 0 {
+			first = ci.NumWaiting
+		}
+		if ci.NumWaiting < len(b.nodes) {
+			return fmt.Errorf("consumer %s: %d pull requests waiting", wire.DurableName, ci.NumWaiting)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w%s", err, b.consumerErrors())
 	}
+	if d := time.Since(start); d > time.Second {
+		b.notes = append(b.notes, fmt.Sprintf("cluster %d: consumer %s had %d pull requests waiting for %d nodes; every node pulled only %s after pusher.ready%s",
+			b.natsGen, wire.DurableName, max(first, 0), len(b.nodes), d.Round(100*time.Millisecond), b.consumerErrors()))
+		b.logf("every node pulls, after %s", d.Round(100*time.Millisecond))
+	}
+	return nil
 }
 
 // consumerErrors quotes the consumer.error lines the nodes logged so far.
@@ -283,7 +290,7 @@ func (b *bench) stopNodes() {
 // stopNATS stops the NATS servers, in parallel, after the pushers.
 func (b *bench) stopNATS() {
 	servers := b.nats
-	b.nats = nil
+	b.nats, b.cluster = nil, nil
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
 	for i, n := range servers {
@@ -333,22 +340,24 @@ func (b *bench) jetStreamState(ctx context.Context) (jsState, error) {
 	if err != nil {
 		return st, err
 	}
-	deadline := time.Now().Add(settleJSTimeout)
-	for {
-		st, err = readJSState(ctx, js)
-		if err == nil && st.pending == 0 && st.ackPending == 0 {
-			return st, nil
+	var readErr error
+	err = harness.Poll(ctx, settleJSTimeout, "consumer "+wire.DurableName+" settled", func() error {
+		st, readErr = readJSState(ctx, js)
+		if readErr != nil {
+			return readErr
 		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return st, err
-			}
-			return st, nil // reported as a note by the caller
+		if st.pending != 0 || st.ackPending != 0 {
+			return fmt.Errorf("%d pending, %d unacknowledged", st.pending, st.ackPending)
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return st, err
-		}
+		return nil
+	})
+	switch {
+	case ctx.Err() != nil:
+		return st, ctx.Err()
+	case err != nil && readErr != nil:
+		return st, readErr
 	}
+	return st, nil // still pending: reported as a note by the caller
 }
 
 func readJSState(ctx context.Context, js jetstream.JetStream) (jsState, error) {
@@ -502,11 +511,11 @@ func (b *bench) phaseClusterLoop(ctx context.Context, key, title string) error {
 // outcomeText sums the pushers' settlement counters over a loop and what
 // JetStream says afterwards.
 func (b *bench) outcomeText(r loopResult, st jsState) string {
-	d := func(label string) float64 {
-		return sumProm(r.met1).sum("pusher_messages_total", label) - sumProm(r.met0).sum("pusher_messages_total", label)
+	d := func(outcome string) float64 {
+		return harness.Merge(r.met1...).Sum("pusher_messages_total", "outcome", outcome) - harness.Merge(r.met0...).Sum("pusher_messages_total", "outcome", outcome)
 	}
 	return fmt.Sprintf("pushers delivered %.0f, retried %.0f, dead-lettered %.0f; consumer redelivered %d, %s %d msgs",
-		d(`outcome="delivered"`), d(`outcome="retried"`), d(`outcome="deadlettered"`), st.redel, wire.DLQStreamName, st.dlq)
+		d("delivered"), d("retried"), d("deadlettered"), st.redel, wire.DLQStreamName, st.dlq)
 }
 
 // pullsRow reports how the consumer spread the messages over the nodes:
@@ -518,7 +527,7 @@ func (b *bench) pullsRow(name string, r loopResult, m int) {
 		if i >= len(r.met0) {
 			break
 		}
-		n := r.met1[i].sum("pusher_messages_total", `outcome="delivered"`) - r.met0[i].sum("pusher_messages_total", `outcome="delivered"`)
+		n := r.met1[i].Sum("pusher_messages_total", "outcome", "delivered") - r.met0[i].Sum("pusher_messages_total", "outcome", "delivered")
 		parts = append(parts, comma(n, 0))
 		largest = max(largest, n)
 	}
@@ -605,7 +614,7 @@ func (b *bench) phaseClusterConns(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				seen[i], errs[i] = b.waitGC(ctx, p, pre[i].sum("go_gc_duration_seconds_count"), b.cfg.gcWait)
+				seen[i], errs[i] = b.waitGC(ctx, p, pre[i].Sum("go_gc_duration_seconds_count"), b.cfg.gcWait)
 			}()
 		}
 		wg.Wait()
@@ -637,8 +646,8 @@ func (b *bench) phaseClusterConns(ctx context.Context) error {
 		Extra: fmt.Sprintf("pushers %.1f + nats-servers %.1f (presence subscription and flush)", pUS, nUS)})
 	b.machineRow("cluster_connect_machine_cpu_busy_pct", "connects", c0, c1)
 	var later []metric // the memory rows, after the replay rows
-	heap := func(m promText) float64 { return m.sum("go_memstats_heap_inuse_bytes") }
-	stack := func(m promText) float64 { return m.sum("go_memstats_stack_inuse_bytes") }
+	heap := func(m harness.Metrics) float64 { return m.Sum("go_memstats_heap_inuse_bytes") }
+	stack := func(m harness.Metrics) float64 { return m.Sum("go_memstats_stack_inuse_bytes") }
 	for i, p := range b.nodes {
 		n := float64(per)
 		later = append(later, metric{Name: fmt.Sprintf("cluster_node%d_rss_kib_per_idle_conn", i+1), Label: fmt.Sprintf("node %d: RSS per idle connection, %s", i+1, lbl),
@@ -646,7 +655,7 @@ func (b *bench) phaseClusterConns(ctx context.Context) error {
 			Extra: fmt.Sprintf("%s RSS %.1f -> %.1f MiB, %s; Go heap %.2f + stacks %.2f KiB/conn in use; %.2f goroutines/conn",
 				p.name, float64(rss0[i])/(1<<20), float64(rss1[i])/(1<<20), gcNote,
 				(heap(m1[i])-heap(m0[i]))/n/1024, (stack(m1[i])-stack(m0[i]))/n/1024,
-				(m1[i].sum("go_goroutines")-m0[i].sum("go_goroutines"))/n)})
+				(m1[i].Sum("go_goroutines")-m0[i].Sum("go_goroutines"))/n)})
 	}
 	var nparts []string
 	var ngrow int64
@@ -748,13 +757,13 @@ const replayDrainTimeout = 3 * time.Minute
 // natsAPITotal sums the servers' JetStream API request counters.
 func (b *bench) natsAPITotal(ctx context.Context) (float64, error) {
 	var sum float64
-	for _, n := range b.nats {
+	for i, n := range b.nats {
 		var jsz struct {
 			API struct {
 				Total float64 `json:"total"`
 			} `json:"api"`
 		}
-		if err := n.monitorJSON(ctx, "/jsz", &jsz); err != nil {
+		if err := b.cluster.MonitorJSON(ctx, i, "/jsz", &jsz); err != nil {
 			return 0, fmt.Errorf("%s /jsz: %w", n.name, err)
 		}
 		sum += jsz.API.Total

@@ -16,13 +16,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pusher-io/pusher/e2e/harness"
 )
 
 func main() {
@@ -195,14 +196,15 @@ type bench struct {
 	started time.Time
 
 	pusher      *pusherProc
-	retired     []*pusherProc // stopped pushers, for the log summary
-	nodes       []*pusherProc // cluster mode: the running pusher nodes
-	natsBin     string        // cluster mode
-	nats        []*natsProc   // cluster mode: the running NATS servers
-	natsDone    []*natsProc   // stopped NATS servers, for the log summary
-	natsGen     int           // cluster mode: NATS clusters started so far
-	nofile      uint64        // cluster mode: RLIMIT_NOFILE, soft
-	natsVersion string        // cluster mode: nats-server --version
+	retired     []*pusherProc    // stopped pushers, for the log summary
+	nodes       []*pusherProc    // cluster mode: the running pusher nodes
+	natsBin     string           // cluster mode
+	cluster     *harness.Cluster // cluster mode: the current NATS cluster
+	nats        []*natsServer    // cluster mode: the running NATS servers
+	natsDone    []*natsServer    // stopped NATS servers, for the log summary
+	natsGen     int              // cluster mode: NATS clusters started so far
+	nofile      uint64           // cluster mode: RLIMIT_NOFILE, soft
+	natsVersion string           // cluster mode: nats-server --version
 	clients     []*clientProc
 	progress    chan struct{} // signalled when a client reports a count
 
@@ -246,7 +248,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		interrupted := errors.Is(err, context.Canceled)
 		if cfg.keepLogs || (err != nil && !interrupted) {
 			// Keep the logs only: not the binaries or any data.
-			for _, pat := range []string{"pusher", "nats-server", "modfile", "*-data", "*-store"} {
+			for _, pat := range []string{"pusher", "nats-server", "*-modfile", "*-data", "*-store"} {
 				matches, _ := filepath.Glob(filepath.Join(b.tmp, pat))
 				for _, m := range matches {
 					_ = os.RemoveAll(m)
@@ -298,40 +300,19 @@ func (b *bench) build(ctx context.Context) error {
 		b.bin = bin
 		return err
 	}
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	b.bin = filepath.Join(b.tmp, "pusher")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", b.bin, ".")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build pusher: %w\n%s", err, out)
-	}
-	return nil
-}
-
-// moduleRoot is the directory of the go.mod the go command finds.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the pusher module: run from the repository root or pass --pusher-bin")
-	}
-	return filepath.Dir(gomod), nil
+	bin, err := harness.BuildPusher(ctx, b.tmp)
+	b.bin = bin
+	return err
 }
 
 // start starts pusher and the client processes.
 func (b *bench) start(ctx context.Context) error {
-	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret, b.pusherEnv()...)
+	p, err := startPusher(ctx, b.bin, b.tmp, "pusher-1", b.secret, b.pusherConfig())
 	if err != nil {
 		return err
 	}
 	b.pusher = p
-	b.logf("pusher pid %d http %s nats %s", p.pid, p.httpAddr, p.natsURL)
+	b.logf("pusher pid %d http %s nats %s", p.pid, p.HTTPAddr(), p.NATSURL())
 	return b.startClients()
 }
 
@@ -350,13 +331,14 @@ func (b *bench) startClients() error {
 	return nil
 }
 
-// pusherEnv is the single-node pusher's extra environment.
-func (b *bench) pusherEnv() []string {
-	env := []string{"PUSHER_NATS_LISTEN=127.0.0.1:-1"}
+// pusherConfig is the single-node pusher's: embedded NATS on a reserved
+// port, and pprof if asked for.
+func (b *bench) pusherConfig() harness.PusherConfig {
+	var cfg harness.PusherConfig
 	if b.cfg.pprofAddr != "" {
-		env = append(env, "PUSHER_PPROF_ADDR="+b.cfg.pprofAddr)
+		cfg.Env = map[string]string{"PUSHER_PPROF_ADDR": b.cfg.pprofAddr}
 	}
-	return env
+	return cfg
 }
 
 // restartPusher stops the current pusher and starts a fresh one on a new
@@ -375,12 +357,12 @@ func (b *bench) restartPusher(ctx context.Context) error {
 		b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
 	}
 	_ = os.RemoveAll(old.dataDir)
-	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, b.pusherEnv()...)
+	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, b.pusherConfig())
 	if err != nil {
 		return err
 	}
 	b.pusher = p
-	b.logf("pusher pid %d http %s nats %s", p.pid, p.httpAddr, p.natsURL)
+	b.logf("pusher pid %d http %s nats %s", p.pid, p.HTTPAddr(), p.NATSURL())
 	return b.startClients()
 }
 
@@ -409,7 +391,7 @@ func (b *bench) finish(context.Context) error {
 func (b *bench) wsURLs() string {
 	var urls []string
 	for _, p := range b.livePushers() {
-		urls = append(urls, "ws://"+p.httpAddr+"/ws")
+		urls = append(urls, "ws://"+p.HTTPAddr()+"/ws")
 	}
 	return strings.Join(urls, ",")
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pusher-io/pusher/e2e/harness"
 )
 
 const (
@@ -43,12 +45,12 @@ const (
 // consumer acking each message, no WebSocket.
 func (b *bench) phaseRaw(ctx context.Context) error {
 	m := b.cfg.messages
-	pubNC, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-raw-publisher"))
+	pubNC, err := nats.Connect(b.pusher.NATSURL(), nats.Name("bench-raw-publisher"))
 	if err != nil {
 		return fmt.Errorf("connect NATS: %w", err)
 	}
 	defer pubNC.Close()
-	subNC, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-raw-consumer"))
+	subNC, err := nats.Connect(b.pusher.NATSURL(), nats.Name("bench-raw-consumer"))
 	if err != nil {
 		return fmt.Errorf("connect NATS: %w", err)
 	}
@@ -306,34 +308,28 @@ func (b *bench) dialAll(ctx context.Context, total int, prefix string) (float64,
 	return float64(total) / end.Sub(start).Seconds(), nil
 }
 
-// waitConnections polls pusher_connections until it equals want, summed
+// waitConnections waits until pusher_connections equals want, summed
 // over every pusher process, and in cluster mode until each node holds
 // its share (uid k is on node k mod n).
 func (b *bench) waitConnections(ctx context.Context, want int) error {
-	deadline := time.Now().Add(30 * time.Second)
 	ps := b.livePushers()
-	for {
+	return harness.Poll(ctx, 30*time.Second, fmt.Sprintf("%d connections in all", want), func() error {
 		ok := true
 		var got []string
 		for i, p := range ps {
-			m, err := p.metrics(ctx)
+			m, err := p.Metrics(ctx)
 			if err != nil {
-				return err
+				return harness.Abort(err)
 			}
-			n := int(m.sum("pusher_connections"))
+			n := int(m.Sum("pusher_connections"))
 			got = append(got, strconv.Itoa(n))
 			ok = ok && n == shareOf(want, len(ps), i)
 		}
-		if ok {
-			return nil
+		if !ok {
+			return fmt.Errorf("pusher_connections = %s", strings.Join(got, "/"))
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pusher_connections = %s after 30s, want %d in all", strings.Join(got, "/"), want)
-		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
-	}
+		return nil
+	})
 }
 
 // shareOf is how many of the indexes 0..total-1 are i mod n.
@@ -345,26 +341,17 @@ func shareOf(total, n, i int) int {
 	return s
 }
 
-// scrape sums the metrics of every pusher process.
-func (b *bench) scrape(ctx context.Context) (promText, error) {
-	out := promText{}
-	for _, p := range b.livePushers() {
-		m, err := p.metrics(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.name, err)
-		}
-		for k, v := range m {
-			out[k] += v
-		}
-	}
-	return out, nil
+// scrape is every pusher process's metrics together (Sum adds over them).
+func (b *bench) scrape(ctx context.Context) (harness.Metrics, error) {
+	each, err := b.scrapeEach(ctx)
+	return harness.Merge(each...), err
 }
 
 // scrapeEach scrapes every pusher process.
-func (b *bench) scrapeEach(ctx context.Context) ([]promText, error) {
-	var out []promText
+func (b *bench) scrapeEach(ctx context.Context) ([]harness.Metrics, error) {
+	var out []harness.Metrics
 	for _, p := range b.livePushers() {
-		m, err := p.metrics(ctx)
+		m, err := p.Metrics(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -419,7 +406,7 @@ type loopResult struct {
 	elapsed    time.Duration
 	c0, c1     cpuSnap
 	rep        phaseReport
-	met0, met1 []promText // each pusher's metrics before and after
+	met0, met1 []harness.Metrics // each pusher's metrics before and after
 }
 
 // closedLoop publishes m messages round-robin to push.<uid> for uids, with
@@ -453,7 +440,7 @@ func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []stri
 	if r.met0, err = b.scrapeEach(ctx); err != nil {
 		return r, err
 	}
-	met0 := sumProm(r.met0)
+	met0 := harness.Merge(r.met0...)
 	tmpl := newPayload(b.cfg.payload)
 	if r.c0, err = b.cpuSnapshot(); err != nil {
 		return r, err
@@ -495,34 +482,23 @@ func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []stri
 	if r.met1, err = b.scrapeEach(ctx); err != nil {
 		return r, err
 	}
-	b.checkOutcomes(phase, met0, sumProm(r.met1), m)
+	b.checkOutcomes(phase, met0, harness.Merge(r.met1...), m)
 	return r, nil
-}
-
-// sumProm adds several pushers' metrics sample by sample.
-func sumProm(ms []promText) promText {
-	out := promText{}
-	for _, m := range ms {
-		for k, v := range m {
-			out[k] += v
-		}
-	}
-	return out
 }
 
 // natsURL is where the publisher connects: the embedded server, or the
 // cluster's servers in order (nats-1 first).
 func (b *bench) natsURL() string {
 	if b.pusher != nil {
-		return b.pusher.natsURL
+		return b.pusher.NATSURL()
 	}
 	return b.natsURLs(0)
 }
 
 // pusherHint describes pusher's counters for a stall error.
-func (b *bench) pusherHint(ctx context.Context, before promText) string {
+func (b *bench) pusherHint(ctx context.Context, before harness.Metrics) string {
 	for _, p := range b.livePushers() {
-		if err := p.alive(); err != nil {
+		if err := p.Proc().Alive(); err != nil {
 			return "; " + err.Error()
 		}
 	}
@@ -543,10 +519,10 @@ func (b *bench) pusherHint(ctx context.Context, before promText) string {
 		return "; " + err.Error()
 	}
 	return fmt.Sprintf("; pusher: delivered +%.0f, retried +%.0f, deadlettered +%.0f, inflight %.0f, connections %.0f",
-		m.sum("pusher_messages_total", `outcome="delivered"`)-before.sum("pusher_messages_total", `outcome="delivered"`),
-		m.sum("pusher_messages_total", `outcome="retried"`)-before.sum("pusher_messages_total", `outcome="retried"`),
-		m.sum("pusher_messages_total", `outcome="deadlettered"`)-before.sum("pusher_messages_total", `outcome="deadlettered"`),
-		m.sum("pusher_inflight_messages"), m.sum("pusher_connections"))
+		m.Sum("pusher_messages_total", "outcome", "delivered")-before.Sum("pusher_messages_total", "outcome", "delivered"),
+		m.Sum("pusher_messages_total", "outcome", "retried")-before.Sum("pusher_messages_total", "outcome", "retried"),
+		m.Sum("pusher_messages_total", "outcome", "deadlettered")-before.Sum("pusher_messages_total", "outcome", "deadlettered"),
+		m.Sum("pusher_inflight_messages"), m.Sum("pusher_connections"))
 }
 
 // checkDelivery notes anything but exactly-once delivery.
@@ -560,14 +536,14 @@ func (b *bench) checkDelivery(phase string, want int, rep phaseReport) {
 }
 
 // checkOutcomes notes pusher counters that disagree with a clean run.
-func (b *bench) checkOutcomes(phase string, m0, m1 promText, want int) {
-	d := func(label string) float64 {
-		return m1.sum("pusher_messages_total", label) - m0.sum("pusher_messages_total", label)
+func (b *bench) checkOutcomes(phase string, m0, m1 harness.Metrics, want int) {
+	d := func(outcome string) float64 {
+		return m1.Sum("pusher_messages_total", "outcome", outcome) - m0.Sum("pusher_messages_total", "outcome", outcome)
 	}
-	if got := d(`outcome="delivered"`); int(got) != want {
+	if got := d("delivered"); int(got) != want {
 		b.notes = append(b.notes, fmt.Sprintf("%s phase: pusher_messages_total{outcome=delivered} grew by %.0f, want %d", phase, got, want))
 	}
-	if r, dl := d(`outcome="retried"`), d(`outcome="deadlettered"`); r != 0 || dl != 0 {
+	if r, dl := d("retried"), d("deadlettered"); r != 0 || dl != 0 {
 		b.notes = append(b.notes, fmt.Sprintf("%s phase: pusher retried %.0f and dead-lettered %.0f messages", phase, r, dl))
 	}
 }
@@ -578,7 +554,7 @@ func (b *bench) checkOutcomes(phase string, m0, m1 promText, want int) {
 func (b *bench) phaseLatency(ctx context.Context) error {
 	rate := b.cfg.rate
 	n := int(int64(rate) * int64(b.cfg.latencyDur) / int64(time.Second))
-	nc, err := nats.Connect(b.pusher.natsURL, nats.Name("bench-paced-publisher"))
+	nc, err := nats.Connect(b.pusher.NATSURL(), nats.Name("bench-paced-publisher"))
 	if err != nil {
 		return fmt.Errorf("connect NATS: %w", err)
 	}
@@ -593,7 +569,7 @@ func (b *bench) phaseLatency(ctx context.Context) error {
 	if err := b.beginPhase(ctx, "latency", n); err != nil {
 		return err
 	}
-	met0, err := b.pusher.metrics(ctx)
+	met0, err := b.pusher.Metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -657,7 +633,7 @@ func (b *bench) phaseLatency(ctx context.Context) error {
 		return fmt.Errorf("%d asynchronous publish errors", n)
 	}
 	b.checkDelivery("latency", n, rep)
-	met1, err := b.pusher.metrics(ctx)
+	met1, err := b.pusher.Metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -723,7 +699,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m0, err := b.pusher.metrics(ctx)
+	m0, err := b.pusher.Metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -757,7 +733,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mPre, err := b.pusher.metrics(ctx)
+	mPre, err := b.pusher.Metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -767,7 +743,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 		// stays in RSS until the next GC, which the runtime forces every
 		// two minutes. Wait for it, then for RSS to settle again.
 		b.logf("connections: RSS %.1f MiB; waiting up to %s for pusher's next GC", float64(rssPre)/(1<<20), b.cfg.gcWait)
-		if gcSeen, err = b.waitGC(ctx, b.pusher, mPre.sum("go_gc_duration_seconds_count"), b.cfg.gcWait); err != nil {
+		if gcSeen, err = b.waitGC(ctx, b.pusher, mPre.Sum("go_gc_duration_seconds_count"), b.cfg.gcWait); err != nil {
 			return err
 		}
 		if !gcSeen {
@@ -777,7 +753,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 			return err
 		}
 	}
-	m1, err := b.pusher.metrics(ctx)
+	m1, err := b.pusher.Metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -789,8 +765,8 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 	if rep.dropped != 0 {
 		b.notes = append(b.notes, fmt.Sprintf("connection phase: pusher ended %d idle connections; first: %s", rep.dropped, rep.firstDrop))
 	}
-	heap := func(m promText) float64 { return m.sum("go_memstats_heap_inuse_bytes") }
-	stack := func(m promText) float64 { return m.sum("go_memstats_stack_inuse_bytes") }
+	heap := func(m harness.Metrics) float64 { return m.Sum("go_memstats_heap_inuse_bytes") }
+	stack := func(m harness.Metrics) float64 { return m.Sum("go_memstats_stack_inuse_bytes") }
 	lbl := fmt.Sprintf("at %s idle conns", comma(float64(n), 0))
 	b.res.add(metric{Name: "rss_kib_per_idle_conn", Label: "pusher RSS per idle connection, " + lbl, Value: float64(rss1-rss0) / float64(n) / 1024, Unit: "KiB", prec: 2,
 		Op: "<=", Target: 8, AnchorText: "demo 17.5; Centrifugo 47.6",
@@ -800,7 +776,7 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 	b.res.add(metric{Name: "heap_stack_kib_per_idle_conn", Label: "  Go heap+stack in use per idle connection",
 		Value: (heap(m1) + stack(m1) - heap(m0) - stack(m0)) / float64(n) / 1024, Unit: "KiB", prec: 2,
 		Extra: fmt.Sprintf("heap %.2f KiB + stacks %.2f KiB", (heap(m1)-heap(m0))/float64(n)/1024, (stack(m1)-stack(m0))/float64(n)/1024)})
-	b.res.add(metric{Name: "goroutines_per_idle_conn", Label: "  goroutines per idle connection", Value: (m1.sum("go_goroutines") - m0.sum("go_goroutines")) / float64(n), Unit: "goroutines", prec: 2})
+	b.res.add(metric{Name: "goroutines_per_idle_conn", Label: "  goroutines per idle connection", Value: (m1.Sum("go_goroutines") - m0.Sum("go_goroutines")) / float64(n), Unit: "goroutines", prec: 2})
 	b.res.add(metric{Name: "connect_rate_per_s", Label: fmt.Sprintf("connect rate (%d processes x %d in flight)", len(b.clients), b.cfg.dialParallel), Value: rate, Unit: "conns/s", prec: 0})
 	b.res.add(metric{Name: "server_cpu_us_per_connect", Label: "  server CPU per connect", Value: us(c1.pusher-c0.pusher) / float64(n), Unit: "µs", prec: 1})
 	b.machineRow("connect_machine_cpu_busy_pct", "connects", c0, c1)
@@ -813,20 +789,28 @@ func (b *bench) phaseConnections(ctx context.Context) error {
 	})
 }
 
-// waitGC polls pusher's GC count until it exceeds since, for at most limit.
+// waitGC waits, scraping at most once a second, until pusher's GC count
+// exceeds since, for at most limit; it reports whether it did.
 func (b *bench) waitGC(ctx context.Context, p *pusherProc, since float64, limit time.Duration) (bool, error) {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if err := sleepCtx(ctx, time.Second); err != nil {
-			return false, err
-		}
-		m, err := p.metrics(ctx)
+	var scrapeErr error
+	err := harness.PollEvery(ctx, limit, time.Second, p.name+"'s next GC", func() error {
+		m, err := p.Metrics(ctx)
 		if err != nil {
-			return false, err
+			scrapeErr = err
+			return harness.Abort(err)
 		}
-		if m.sum("go_gc_duration_seconds_count") > since {
-			return true, nil
+		if n := m.Sum("go_gc_duration_seconds_count"); n <= since {
+			return fmt.Errorf("%.0f GCs so far", n)
 		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case scrapeErr != nil:
+		return false, scrapeErr
+	case ctx.Err() != nil:
+		return false, ctx.Err()
 	}
 	return false, nil
 }

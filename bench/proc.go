@@ -4,252 +4,85 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/pusher-io/pusher/e2e/harness"
 )
 
-const (
-	pusherReadyTimeout = 30 * time.Second
-	// pusherStopTimeout exceeds pusher's default 15s shutdown timeout.
-	pusherStopTimeout = 25 * time.Second
-)
+// pusherStopTimeout exceeds pusher's default 15s shutdown timeout.
+const pusherStopTimeout = 25 * time.Second
 
 // pusherProc is one pusher process, logging to a file: with its embedded
-// NATS, or (cluster mode) a node on the external NATS cluster.
+// NATS, or (cluster mode) a node on the external NATS cluster. The
+// harness chose its addresses before starting it.
 type pusherProc struct {
-	name     string
-	cmd      *exec.Cmd
-	pid      int
-	logPath  string
-	dataDir  string
-	httpAddr string
-	natsURL  string
-	ready    readyLine
-	exited   chan struct{}
-	waitErr  error // valid once exited is closed
-	stopped  time.Duration
+	*harness.Pusher
+	name    string
+	pid     int
+	logPath string
+	dataDir string
+	stopped time.Duration // how long the graceful stop took
 }
 
-// startPusher starts bin serve on a free loopback HTTP port, with its data
-// dir and log under dir and the extra environment (the embedded NATS's
-// listen address, or the cluster's URLs), and waits for pusher.ready.
-func startPusher(ctx context.Context, bin, dir, name, secret string, extraEnv ...string) (*pusherProc, error) {
-	p := &pusherProc{
-		name:    name,
-		logPath: filepath.Join(dir, name+".log"),
-		dataDir: filepath.Join(dir, name+"-data"),
-		exited:  make(chan struct{}),
+// startPusher starts bin serve with its data dir and log under dir and
+// env on top (the cluster's URLs, pprof), on loopback ports the harness
+// reserved, and waits until its /readyz answers 200.
+func startPusher(ctx context.Context, bin, dir, name, secret string, cfg harness.PusherConfig) (*pusherProc, error) {
+	cfg.Bin, cfg.Name, cfg.Secret = bin, name, secret
+	cfg.DataDir = filepath.Join(dir, name+"-data")
+	cfg.LogPath = filepath.Join(dir, name+".log")
+	env := map[string]string{"PUSHER_LOG_DELIVERED": "true"} // the per-message log is part of the cost
+	for k, v := range cfg.Env {
+		env[k] = v
 	}
-	logFile, err := os.Create(p.logPath)
+	cfg.Env = env
+	p, err := harness.NewPusher(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = logFile.Close() }() // the child has its own descriptor
-	p.cmd = exec.Command(bin, "serve")
-	p.cmd.Env = append(cleanEnv(),
-		"JWT_SECRET="+secret,
-		"PUSHER_DATA_DIR="+p.dataDir,
-		"PUSHER_HTTP_ADDR=127.0.0.1:0",
-		"PUSHER_LOG_DELIVERED=true", // the per-message log is part of the cost
-	)
-	p.cmd.Env = append(p.cmd.Env, extraEnv...)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p.pid = p.cmd.Process.Pid
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
-
-	deadline := time.Now().Add(pusherReadyTimeout)
-	for {
-		if ready, ok := findReady(p.logPath); ok {
-			p.httpAddr, p.natsURL, p.ready = ready.HTTPAddr, ready.NATSURL, ready
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			return nil, fmt.Errorf("pusher exited before ready (%v); log %s: %s", p.waitErr, p.logPath, tail(p.logPath, 400))
-		case <-ctx.Done():
-			p.kill()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.kill()
-			return nil, fmt.Errorf("no pusher.ready log line within %s; log: %s", pusherReadyTimeout, tail(p.logPath, 400))
-		}
-	}
+	return &pusherProc{Pusher: p, name: name, pid: p.Proc().PID(), logPath: cfg.LogPath, dataDir: cfg.DataDir}, nil
 }
 
-// cleanEnv is the environment without pusher's own settings, so a
-// developer's shell cannot change what is measured.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PUSHER_") || strings.HasPrefix(kv, "JWT_SECRET=") || strings.HasPrefix(kv, "BENCH_") {
-			continue
+// readyLine waits (bounded: pusher flushes its log every second) for the
+// pusher.ready line in p's log file and returns it.
+func (p *pusherProc) readyLine(ctx context.Context) (map[string]any, error) {
+	var line map[string]any
+	err := harness.Poll(ctx, 10*time.Second, p.name+"'s "+harness.EventReady+" line", func() error {
+		l, err := harness.ReadLogFile(p.logPath)
+		if err != nil {
+			return err
 		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-type readyLine struct {
-	Msg            string `json:"msg"`
-	HTTPAddr       string `json:"http_addr"`
-	NATSURL        string `json:"nats_url"`
-	EmbeddedNATS   bool   `json:"embedded_nats"`
-	ClusterRouting bool   `json:"cluster_routing"`
-}
-
-func findReady(path string) (readyLine, bool) {
-	f, err := os.Open(path)
-	if err != nil {
-		return readyLine{}, false
-	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if !bytes.Contains(sc.Bytes(), []byte(`"pusher.ready"`)) {
-			continue
+		lines := l.Find(harness.EventReady, nil)
+		if len(lines) == 0 {
+			return errors.New("not logged yet")
 		}
-		var r readyLine
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Msg == "pusher.ready" && r.HTTPAddr != "" {
-			return r, true
-		}
-	}
-	return readyLine{}, false
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return strings.TrimSpace(string(b))
+		line = lines[0]
+		return nil
+	})
+	return line, err
 }
 
 // stop sends SIGTERM and waits for a graceful exit, killing after
 // pusherStopTimeout. It returns an error for anything but a clean exit 0.
 func (p *pusherProc) stop() error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("%s had already exited: %v", p.name, p.waitErr)
-	default:
-	}
 	start := time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		p.stopped = time.Since(start)
-		if p.waitErr != nil {
-			return fmt.Errorf("%s exited after SIGTERM with %v", p.name, p.waitErr)
-		}
-		return nil
-	case <-time.After(pusherStopTimeout):
-		p.kill()
-		return fmt.Errorf("%s did not exit within %s of SIGTERM; killed", p.name, pusherStopTimeout)
+	if err := p.Proc().Stop(pusherStopTimeout); err != nil {
+		return err
 	}
+	p.stopped = time.Since(start)
+	return nil
 }
 
 // kill ends the process at once and waits for it.
-func (p *pusherProc) kill() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-}
-
-func (p *pusherProc) alive() error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("%s exited unexpectedly (%v); log tail: %s", p.name, p.waitErr, tail(p.logPath, 400))
-	default:
-		return nil
-	}
-}
-
-// metrics scrapes pusher's /metrics.
-func (p *pusherProc) metrics(ctx context.Context) (promText, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape metrics: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape metrics: %s", resp.Status)
-	}
-	return parseProm(resp.Body)
-}
-
-// promText maps a sample's full name with labels, as exposed, to its value.
-type promText map[string]float64
-
-func parseProm(r io.Reader) (promText, error) {
-	out := promText{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, sc.Err()
-}
-
-// sum adds every sample of metric name whose labels contain all of match
-// (each as `k="v"`).
-func (m promText) sum(name string, match ...string) float64 {
-	var s float64
-	for k, v := range m {
-		base, labels, _ := strings.Cut(k, "{")
-		if base != name {
-			continue
-		}
-		ok := true
-		for _, want := range match {
-			if !strings.Contains(labels, want) {
-				ok = false
-			}
-		}
-		if ok {
-			s += v
-		}
-	}
-	return s
-}
+func (p *pusherProc) kill() { _ = p.Proc().Kill() }
 
 // procCPU returns the process's user+system CPU time from /proc/pid/stat.
 func procCPU(pid int, ticksPerSec float64) (time.Duration, error) {

@@ -1,29 +1,27 @@
-package main
+//go:build e2e
+
+package e2e
 
 import (
-	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
+	"net"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/pusher-io/pusher/e2e/harness"
 )
 
 // Bounds of the browser helpers. Every wait ends by one of these.
 const (
-	browserStartTimeout = 30 * time.Second // launch until DevTools listens
+	browserStartTimeout = 30 * time.Second // launch until DevTools lists the page
 	cdpTimeout          = 20 * time.Second // one CDP command, or a page load
-	browserExitTimeout  = 15 * time.Second // kill until the process is reaped
-	pollInterval        = 25 * time.Millisecond
 )
 
 // browser is a headless Chromium driven over the Chrome DevTools Protocol,
@@ -78,65 +76,44 @@ func chromiumPath(t testing.TB) string {
 			".ci/run must install the `chromium` Debian package (.ci/install-chromium)")
 	}
 	t.Skip("browser test needs Chromium, none found (/usr/bin/chromium, chromium or chromium-browser on PATH): " +
-		"run `apt-get install chromium` (Debian's package) to run it")
+		"run `apt-get install chromium` (Debian's package) or `make deps` as root to run it")
 	return ""
 }
 
-// startBrowser launches a headless Chromium with a fresh profile and
-// connects to its blank page. t.Cleanup closes the connection, kills the
-// browser's process group and waits for it.
+// startBrowser launches a headless Chromium with a fresh profile, its
+// DevTools endpoint on a port reserved for it, and connects to its blank
+// page. t.Cleanup closes the connection, kills the browser's process group
+// and waits for it.
 func startBrowser(t testing.TB) *browser {
 	t.Helper()
 	bin := chromiumPath(t)
-	profile := t.TempDir() // removed after the kill below: cleanups run last-in first-out
-	cmd := exec.Command(bin,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-		"--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--disable-extensions",
-		"--window-size=900,700",
-		"--user-data-dir="+profile, "--remote-debugging-port=0", "about:blank")
-	// Its own process group, so the kill reaches the renderer and zygote
-	// processes too and none outlives the test holding the profile.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Chromium's singleton socket directory goes to TMPDIR; a killed
-	// browser leaves it behind, so give it one that the test removes.
-	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
-	stderr := &devtoolsWriter{url: make(chan string, 1)}
-	cmd.Stderr = stderr
-	// Children inherit stderr; bound the wait for them to let go of it.
-	cmd.WaitDelay = browserExitTimeout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-pid, syscall.SIGKILL) // the group led by the browser we started
-		select {
-		case <-exited:
-		case <-time.After(browserExitTimeout + 5*time.Second):
-			t.Errorf("chromium (pid %d) not reaped within %s", pid, browserExitTimeout+5*time.Second)
-		}
-	})
-
-	var browserURL string
-	select {
-	case browserURL = <-stderr.url:
-	case <-exited:
-		t.Fatalf("chromium exited before DevTools listened: %v\n%s", waitErr, stderr.String())
-	case <-time.After(browserStartTimeout):
-		t.Fatalf("chromium: no DevTools endpoint within %s\n%s", browserStartTimeout, stderr.String())
-	}
-	u, err := url.Parse(browserURL)
+	// Removed after the kill below: cleanups run last-in first-out.
+	profile, tmp := t.TempDir(), t.TempDir()
+	devtools := harness.Addrs(t, 1)[0]
+	host, port, err := net.SplitHostPort(devtools)
 	if err != nil {
-		t.Fatalf("DevTools URL %q: %v", browserURL, err)
+		t.Fatal(err)
 	}
-	pageURL := pageTarget(t, u.Host)
+	proc := harness.StartProc(t, harness.ProcConfig{
+		Name: "chromium", Bin: bin,
+		Args: []string{
+			"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+			"--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+			"--disable-component-update", "--disable-sync", "--disable-extensions",
+			"--window-size=900,700",
+			"--user-data-dir=" + profile,
+			"--remote-debugging-address=" + host, "--remote-debugging-port=" + port,
+			"about:blank",
+		},
+		// Chromium's singleton socket directory goes to TMPDIR; a killed
+		// browser leaves it behind, so give it one that the test removes.
+		Env: map[string]string{"TMPDIR": tmp},
+		// Its own process group, so the kill reaches the renderer and
+		// zygote processes too and none outlives the test holding the
+		// profile.
+		Group: true,
+	})
+	pageURL := pageTarget(t, proc, devtools)
 
 	d := websocket.Dialer{HandshakeTimeout: cdpTimeout}
 	conn, resp, err := d.Dial(pageURL, nil)
@@ -153,33 +130,35 @@ func startBrowser(t testing.TB) *browser {
 	return b
 }
 
-// pageTarget polls the debugging port's /json/list until the blank page
-// Chromium opened is listed and returns its CDP WebSocket URL.
-func pageTarget(t testing.TB, hostport string) string {
+// pageTarget waits until the DevTools endpoint at hostport lists the blank
+// page Chromium opened, and returns its CDP WebSocket URL.
+func pageTarget(t testing.TB, proc *harness.Proc, hostport string) string {
 	t.Helper()
-	client := &http.Client{Timeout: cdpTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(browserStartTimeout)
-	for {
+	var pageURL string
+	harness.WaitFor(t, browserStartTimeout, "Chromium's page target at "+hostport, func() error {
+		if err := proc.Alive(); err != nil {
+			return harness.Abort(err)
+		}
+		status, body, err := harness.HTTPGet(context.Background(), "http://"+hostport+"/json/list")
+		if err != nil {
+			return err
+		}
 		var targets []struct {
 			Type string `json:"type"`
-			URL  string `json:"url"`
 			WS   string `json:"webSocketDebuggerUrl"`
 		}
-		resp, err := client.Get("http://" + hostport + "/json/list")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&targets)
-			resp.Body.Close()
+		if err := json.Unmarshal([]byte(body), &targets); err != nil {
+			return fmt.Errorf("/json/list %d: %w", status, err)
 		}
 		for _, tg := range targets {
 			if tg.Type == "page" && tg.WS != "" {
-				return tg.WS
+				pageURL = tg.WS
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no page target at %s within %s (last error %v, targets %+v)", hostport, browserStartTimeout, err, targets)
-		}
-		time.Sleep(pollInterval)
-	}
+		return fmt.Errorf("no page target yet (%+v)", targets)
+	})
+	return pageURL
 }
 
 // call sends one command and waits for its answer, decoding the result
@@ -292,9 +271,8 @@ func (b *browser) navigate(target string) {
 }
 
 // eval evaluates the JavaScript expression js in the page and returns
-// its value as JSON (null for undefined). A thrown exception fails the test.
-func (b *browser) eval(js string) json.RawMessage {
-	b.t.Helper()
+// its value as JSON (null for undefined); a thrown exception is an error.
+func (b *browser) eval(js string) (json.RawMessage, error) {
 	var res struct {
 		Result struct {
 			Value json.RawMessage `json:"value"`
@@ -307,62 +285,57 @@ func (b *browser) eval(js string) json.RawMessage {
 		} `json:"exceptionDetails"`
 	}
 	if err := b.call("Runtime.evaluate", map[string]any{"expression": js, "returnByValue": true}, &res); err != nil {
-		b.t.Fatal(err)
+		return nil, err
 	}
 	if e := res.ExceptionDetails; e != nil {
-		b.t.Fatalf("eval %s: %s %s", js, e.Text, e.Exception.Description)
+		return nil, fmt.Errorf("eval %s: %s %s", js, e.Text, e.Exception.Description)
 	}
 	if len(res.Result.Value) == 0 {
-		return json.RawMessage("null")
+		return json.RawMessage("null"), nil
 	}
-	return res.Result.Value
+	return res.Result.Value, nil
 }
 
-// evalString evaluates js, which must yield a string (or null: "").
-func (b *browser) evalString(js string) string {
+// evalT is eval for the test: an error fails it.
+func (b *browser) evalT(js string) json.RawMessage {
 	b.t.Helper()
-	var s *string
-	if err := json.Unmarshal(b.eval(js), &s); err != nil {
-		b.t.Fatalf("eval %s: %v", js, err)
-	}
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// evalBool evaluates js, which must yield a boolean.
-func (b *browser) evalBool(js string) bool {
-	b.t.Helper()
-	var v bool
-	if err := json.Unmarshal(b.eval(js), &v); err != nil {
-		b.t.Fatalf("eval %s: %v", js, err)
+	v, err := b.eval(js)
+	if err != nil {
+		b.t.Fatal(err)
 	}
 	return v
 }
 
-// waitTrue polls js every pollInterval until it yields true, failing the
-// test with what, the page text and its console after timeout.
-func (b *browser) waitTrue(timeout time.Duration, what, js string) {
-	b.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !b.evalBool(js) {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out after %s waiting for %s\npage: %s\nconsole: %q",
-				timeout, what, b.evalString("document.body && document.body.innerText"), b.console)
+// isTrue returns a condition: js yields true. Its error says what the
+// page shows otherwise; a failing evaluation aborts the wait.
+func (b *browser) isTrue(js string) func() error {
+	return func() error {
+		v, err := b.eval(js)
+		var ok bool
+		if err == nil {
+			err = json.Unmarshal(v, &ok)
 		}
-		time.Sleep(pollInterval)
+		if err != nil {
+			return harness.Abort(err)
+		}
+		if !ok {
+			page, _ := b.eval("document.body && document.body.innerText")
+			return fmt.Errorf("false; page: %s; console: %q", page, b.console)
+		}
+		return nil
 	}
 }
 
-// staysTrue polls js for d and fails the test the first time it is false.
+// waitTrue waits until js yields true.
+func (b *browser) waitTrue(timeout time.Duration, what, js string) {
+	b.t.Helper()
+	harness.WaitFor(b.t, timeout, what, b.isTrue(js))
+}
+
+// staysTrue checks that js yields true throughout d.
 func (b *browser) staysTrue(d time.Duration, what, js string) {
 	b.t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(pollInterval) {
-		if !b.evalBool(js) {
-			b.t.Fatalf("%s no longer holds\npage: %s", what, b.evalString("document.body.innerText"))
-		}
-	}
+	harness.Holds(b.t, d, what, b.isTrue(js))
 }
 
 // screenshot writes a PNG of the page's viewport to path.
@@ -381,50 +354,4 @@ func (b *browser) screenshot(path string) {
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
-}
-
-// devtoolsWriter is Chromium's stderr: it hands the first
-// "DevTools listening on ws://..." URL to url and keeps the output's tail
-// for failure messages.
-type devtoolsWriter struct {
-	url chan string // capacity 1, written once
-
-	mu   sync.Mutex
-	tail []byte // the last maxStderr bytes; guarded by mu
-	line []byte // the unfinished line; guarded by mu
-	sent bool   // guarded by mu
-}
-
-const maxStderr = 16 << 10
-
-func (w *devtoolsWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.tail = append(w.tail, p...)
-	if len(w.tail) > maxStderr {
-		w.tail = w.tail[len(w.tail)-maxStderr:]
-	}
-	w.line = append(w.line, p...)
-	for {
-		i := bytes.IndexByte(w.line, '\n')
-		if i < 0 {
-			break
-		}
-		l := strings.TrimSpace(string(w.line[:i]))
-		w.line = w.line[i+1:]
-		if rest, ok := strings.CutPrefix(l, "DevTools listening on "); ok && !w.sent {
-			w.sent = true
-			w.url <- rest
-		}
-	}
-	if len(w.line) > maxStderr {
-		w.line = w.line[:0]
-	}
-	return len(p), nil
-}
-
-func (w *devtoolsWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.tail)
 }
