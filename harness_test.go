@@ -157,4 +157,3 @@ func holds(js jetstream.JetStream, stream, filter string, want uint64) func() er
 		return err
 	}
 }
-

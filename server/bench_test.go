@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
 // BenchmarkPipeline pushes b.N 128-byte messages through the whole server
@@ -21,14 +19,14 @@ func BenchmarkPipeline(b *testing.B) {
 	const conns, window = 100, 2000
 	var received atomic.Int64
 	var wg sync.WaitGroup
-	clients := make([]*websocket.Conn, conns)
+	clients := make([]*client, conns)
 	for i := range conns {
 		clients[i] = n.dial(b, "bench"+strconv.Itoa(i))
 		wg.Add(1)
-		go func(c *websocket.Conn) {
+		go func(c *client) {
 			defer wg.Done()
 			for {
-				if _, _, err := c.ReadMessage(); err != nil {
+				if _, _, err := c.next(time.Minute); err != nil {
 					return
 				}
 				received.Add(1)

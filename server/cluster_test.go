@@ -29,8 +29,8 @@ func TestClusterDeliversToTheNodeHoldingTheUID(t *testing.T) {
 	_, js := a.natsClient(t)
 	onA := a.dial(t, "on-a")
 	onB := b.dial(t, "on-b")
-	both := []*websocket.Conn{a.dial(t, "both"), b.dial(t, "both")}
-	waitDelivered := func(c *websocket.Conn, subj, want string) {
+	both := []*client{a.dial(t, "both"), b.dial(t, "both")}
+	waitDelivered := func(c *client, subj, want string) {
 		t.Helper()
 		publish(t, js, subj, []byte(want))
 		if _, got := read(t, c, 10*time.Second); string(got) != want {
@@ -84,13 +84,12 @@ func TestClusterOfflineDeadLetterReplaysOnAnyNode(t *testing.T) {
 func TestClusterKickReachesEveryNode(t *testing.T) {
 	a, b := twoNodes(t)
 	nc, _ := a.natsClient(t)
-	conns := []*websocket.Conn{a.dial(t, "k"), b.dial(t, "k")}
+	conns := []*client{a.dial(t, "k"), b.dial(t, "k")}
 	if err := nc.Publish("pusher.kick.k", nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range conns {
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, 4001) {
+		if _, _, err := c.next(5 * time.Second); !websocket.IsCloseError(err, 4001) {
 			t.Fatalf("after kick: %v, want 4001", err)
 		}
 	}

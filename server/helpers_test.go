@@ -165,10 +165,24 @@ func token(t testing.TB, uid string, ttl time.Duration) string {
 	return tok
 }
 
-// dial connects uid with a bearer header. A node registers a connection
-// before it answers the upgrade, so once Dial returns, messages published
-// for uid find it.
-func (n *node) dial(t testing.TB, uid string) *websocket.Conn {
+// client reads its connection all the time, as a browser does, so that
+// its reads answer the node's pings, which confirm delivery. Data
+// messages, then the error that ended the connection, arrive on msgs.
+type client struct {
+	*websocket.Conn
+	msgs chan readResult
+}
+
+type readResult struct {
+	typ  int
+	data []byte
+	err  error
+}
+
+// dial connects uid with a bearer header, as a reading client. A node
+// registers a connection before it answers the upgrade, so once Dial
+// returns, messages published for uid find it.
+func (n *node) dial(t testing.TB, uid string) *client {
 	t.Helper()
 	h := http.Header{"Authorization": {"Bearer " + token(t, uid, time.Hour)}}
 	c, resp, err := websocket.DefaultDialer.Dial(n.wsURL(""), h)
@@ -176,7 +190,31 @@ func (n *node) dial(t testing.TB, uid string) *websocket.Conn {
 		t.Fatalf("dial %s: %v (resp %v)", uid, err, resp)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c
+	cl := &client{Conn: c, msgs: make(chan readResult, 4096)}
+	go func() {
+		for {
+			typ, data, err := c.ReadMessage()
+			cl.msgs <- readResult{typ, data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return cl
+}
+
+// next returns the next message, or the error that ended the connection,
+// within timeout.
+func (c *client) next(timeout time.Duration) (int, []byte, error) {
+	select {
+	case r := <-c.msgs:
+		if r.err != nil {
+			c.msgs <- r // every later read sees it too
+		}
+		return r.typ, r.data, r.err
+	case <-time.After(timeout):
+		return 0, nil, fmt.Errorf("no message within %s", timeout)
+	}
 }
 
 // natsClient connects a backend-like client to the node's NATS.
@@ -205,11 +243,10 @@ func publish(t testing.TB, js jetstream.JetStream, subject string, data []byte) 
 	return ack.Sequence
 }
 
-// read reads one frame with a deadline.
-func read(t testing.TB, c *websocket.Conn, timeout time.Duration) (int, []byte) {
+// read returns the next message within timeout, or fails.
+func read(t testing.TB, c *client, timeout time.Duration) (int, []byte) {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	typ, data, err := c.ReadMessage()
+	typ, data, err := c.next(timeout)
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}

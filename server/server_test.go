@@ -30,7 +30,7 @@ func TestDeliversExactPayloadsToEveryConnectionOfTheUID(t *testing.T) {
 	publish(t, js, "push.123", []byte("Hello"))
 	binary := []byte{0xff, 0x00, 0xfe, 'x'}
 	publish(t, js, "push.123", binary)
-	for _, c := range []*websocket.Conn{tab1, tab2} {
+	for _, c := range []*client{tab1, tab2} {
 		typ, got := read(t, c, 5*time.Second)
 		if typ != websocket.TextMessage || string(got) != "Hello" {
 			t.Fatalf("got %d %q, want text Hello", typ, got)
@@ -187,8 +187,7 @@ func TestKickOverNATSClosesWith4001(t *testing.T) {
 	if string(reply.Data) != `{"closed":1}` {
 		t.Errorf("kick reply %q, want one connection closed", reply.Data)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err = c.ReadMessage()
+	_, _, err = c.next(5 * time.Second)
 	if !websocket.IsCloseError(err, 4001) || !strings.Contains(err.Error(), "kicked") {
 		t.Fatalf("read after kick: %v, want close 4001 kicked", err)
 	}
@@ -215,8 +214,7 @@ func TestGracefulShutdownClosesWith1001(t *testing.T) {
 	c := n.dial(t, "bye")
 	closed := make(chan error, 1)
 	go func() {
-		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, _, err := c.ReadMessage()
+		_, _, err := c.next(20 * time.Second)
 		closed <- err
 	}()
 	n.stop(t)
