@@ -583,6 +583,17 @@ func TestReplayAfterDLQRecreatedLosesNothing(t *testing.T) {
 	if _, got := harness.Read(t, c, 5*time.Second); string(got) != "first" {
 		t.Fatalf("first visit got %q", got)
 	}
+	// Keep reading, as a browser does, until the replay is confirmed (the
+	// pong to the ping after it) and acked: a client that leaves before
+	// that gets the message again, which is not what this test is about.
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	harness.WaitSettled(t, p.NATSURL(), []string{p.HTTPAddr()}, 10*time.Second)
 	_ = c.Close()
 	p.Log().Wait(t, 10*time.Second, "ws.closed", map[string]any{"uid": uid})
 	harness.WaitStreamMsgs(t, 10*time.Second, js, wire.DLQStreamName, wire.DLQSubject(uid), 0)
