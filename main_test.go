@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pusher-io/pusher/server"
+	"github.com/pusher-io/pusher/ws"
 )
 
 func TestMain(m *testing.M) {
@@ -37,7 +38,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		"PUSHER_MAX_ACK_PENDING": "7", "PUSHER_REPLICAS": "3", "PUSHER_MAX_DELIVER": "9",
 		"PUSHER_BACKOFF": "1s,2s", "PUSHER_LOG_DELIVERED": "false", "PUSHER_REPLAY_ON_CONNECT": "false",
 		"PUSHER_SEND_QUEUE": "11", "PUSHER_MAX_CONNS": "12", "PUSHER_MAX_CONNS_PER_UID": "13",
-		"PUSHER_HANDSHAKE_TIMEOUT": "3s",
+		"PUSHER_HANDSHAKE_TIMEOUT": "3s", "PUSHER_DELIVERY_CONFIRM": "write", "PUSHER_CONFIRM_TIMEOUT": "4s",
 	}
 	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
 	if err := f.parse(nil); err != nil {
@@ -70,6 +71,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		{"quiet", got.QuietDelivered && got.NoReplayOnConnect},
 		{"limits", got.SendQueue == 11 && got.MaxConns == 12 && got.MaxConnsPerUID == 13},
 		{"handshake", got.HandshakeTimeout == 3*time.Second},
+		{"confirm", got.Confirm == ws.ConfirmWrite && got.ConfirmTimeout == 4*time.Second},
 	}
 	for _, ck := range checks {
 		if !ck.ok {

@@ -11,6 +11,7 @@ import (
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/server"
+	"github.com/pusher-io/pusher/ws"
 )
 
 // serveFlags are serve's flags, each with its environment variable.
@@ -19,9 +20,9 @@ type serveFlags struct {
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
 	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
-	apiKey, pprofAddr, routing                        *string
+	apiKey, pprofAddr, routing, confirm               *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
-	handshakeTimeout                                  *time.Duration
+	handshakeTimeout, confirmTimeout                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
 	maxConns, maxConnsPerUID, replicas                *int
 	replayOnConnect, logDelivered, ui                 *bool
@@ -45,6 +46,10 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 		pprofAddr:      f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
 		routing: f.String("routing", "PUSHER_ROUTING", "auto",
 			"local (this node's connections only), cluster (any node's, through NATS), or auto: cluster unless NATS is embedded"),
+		confirm: f.String("delivery-confirm", "PUSHER_DELIVERY_CONFIRM", "pong",
+			"what makes a message delivered: pong (the client answered the ping sent after it) or write (the kernel took the write)"),
+		confirmTimeout: f.Duration("confirm-timeout", "PUSHER_CONFIRM_TIMEOUT", 10*time.Second,
+			"close a connection whose written messages stay unconfirmed this long (4004) and retry them"),
 
 		retention:       f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
 		dlqRetention:    f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
@@ -78,6 +83,10 @@ func (c *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, usagef("--routing: %w", err)
 	}
+	confirm, err := ws.ParseConfirm(*c.confirm)
+	if err != nil {
+		return server.Config{}, usagef("--delivery-confirm: %w", err)
+	}
 	natsOpts, err := c.nats.options()
 	if err != nil {
 		return server.Config{}, err
@@ -97,6 +106,7 @@ func (c *serveFlags) config() (server.Config, error) {
 		},
 		MaxDeliver: *c.maxDeliver, Backoff: backoff,
 		QuietDelivered: !*c.logDelivered, NoReplayOnConnect: !*c.replayOnConnect,
+		Confirm: confirm, ConfirmTimeout: *c.confirmTimeout,
 		SendQueue: *c.sendQueue, MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID,
 		HandshakeTimeout: *c.handshakeTimeout,
 	}

@@ -30,9 +30,10 @@ type Config struct {
 	// through NATS; without it a node delivers to its own connections
 	// only (one node, or an embedded NATS that no other node shares).
 	Routing bool
-	// Timeout bounds a delivery request to other nodes; default 15s,
-	// above the WebSocket write deadline (10s), so a slow write is not
-	// retried while it is still going.
+	// Timeout bounds a delivery request to other nodes; default 25s: a
+	// node answers once its client confirmed the message, so this covers
+	// the WebSocket write deadline (10s) and the confirm timeout (10s),
+	// and a slow delivery is not retried while it is still going.
 	Timeout time.Duration
 	// Stall is how long the other nodes still have to answer once one
 	// node answered that it failed or no longer holds the uid; default
@@ -48,7 +49,7 @@ type Config struct {
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Timeout == 0 {
-		c.Timeout = 15 * time.Second
+		c.Timeout = 25 * time.Second
 	}
 	if c.Stall == 0 {
 		c.Stall = time.Second

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/ws"
 )
 
 // Config is everything one node is built from, as values: main maps flags
@@ -59,7 +60,16 @@ type Config struct {
 	// where they are.
 	NoReplayOnConnect bool
 
-	// SendQueue caps each connection's queued messages; default 1024.
+	// Confirm is what makes a message delivered on a connection: the
+	// client's pong to the ping after it (default), or the write.
+	Confirm ws.Confirm
+	// ConfirmTimeout is how long written messages may stay unconfirmed
+	// before their connection is closed as unresponsive (4004) and they
+	// are retried; default 10s.
+	ConfirmTimeout time.Duration
+
+	// SendQueue caps each connection's queued and unconfirmed messages;
+	// default 1024.
 	SendQueue int
 	// MaxConns and MaxConnsPerUID cap connections on this node; 0: no cap.
 	MaxConns, MaxConnsPerUID int
@@ -121,6 +131,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
 	}
+	if c.ConfirmTimeout == 0 {
+		c.ConfirmTimeout = 10 * time.Second
+	}
+	if c.Topology.AckWait == 0 {
+		c.Topology.AckWait = 30 * time.Second
+	}
+	// A delivery is settled within a write and its confirmation; JetStream
+	// must not redeliver it while it is still waiting for its pong.
+	if settle := writeWait + c.ConfirmTimeout; c.Topology.AckWait <= settle {
+		return c, configErr(fmt.Errorf("ack wait %s must exceed the write deadline %s plus the confirm timeout %s: raise PUSHER_ACK_WAIT",
+			c.Topology.AckWait, writeWait, c.ConfirmTimeout))
+	}
 	switch {
 	case c.Routing < RoutingAuto || c.Routing > RoutingCluster:
 		return c, configErr(fmt.Errorf("routing %d: unknown", c.Routing))
@@ -133,6 +155,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// writeWait bounds one write to a client (DESIGN.md: 10 s).
+const writeWait = 10 * time.Second
+
+// requestTimeout bounds a delivery request to another node: its write and
+// its confirmation, and a little for the NATS round trips, so a reply
+// that is merely slow is not taken for a lost one.
+func (c Config) requestTimeout() time.Duration { return writeWait + c.ConfirmTimeout + 5*time.Second }
 
 // embedded reports whether this node runs its own nats-server.
 func (c Config) embedded() bool { return c.NATSURL == "" }

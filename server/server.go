@@ -112,7 +112,10 @@ func (s *Server) build(ctx context.Context) error {
 	if err := s.buildDelivery(ctx, reg); err != nil {
 		return err
 	}
-	wsCfg := ws.Config{AllowedOrigins: s.cfg.AllowedOrigins, SendQueue: s.cfg.SendQueue, Registerer: reg}
+	wsCfg := ws.Config{
+		AllowedOrigins: s.cfg.AllowedOrigins, SendQueue: s.cfg.SendQueue, Registerer: reg,
+		WriteWait: writeWait, Confirm: s.cfg.Confirm, ConfirmTimeout: s.cfg.ConfirmTimeout,
+	}
 	if !s.cfg.NoReplayOnConnect {
 		wsCfg.OnConnect = s.replayer.TriggerReplay
 	}
@@ -144,7 +147,9 @@ func (s *Server) buildDelivery(ctx context.Context, reg prometheus.Registerer) e
 		return configErr(err)
 	}
 	s.replayer.Start()
-	node, err = cluster.New(s.nats.cluster, h, s.replayer, s.log, cluster.Config{Routing: s.cfg.Routing == RoutingCluster})
+	node, err = cluster.New(s.nats.cluster, h, s.replayer, s.log, cluster.Config{
+		Routing: s.cfg.Routing == RoutingCluster, Timeout: s.cfg.requestTimeout(),
+	})
 	if err != nil {
 		return configErr(err)
 	}
