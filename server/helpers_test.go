@@ -190,6 +190,11 @@ func (n *node) dial(t testing.TB, uid string) *client {
 		t.Fatalf("dial %s: %v (resp %v)", uid, err, resp)
 	}
 	t.Cleanup(func() { c.Close() })
+	return pumpClient(c)
+}
+
+// pumpClient starts reading c all the time; the reader stops when c ends.
+func pumpClient(c *websocket.Conn) *client {
 	cl := &client{Conn: c, msgs: make(chan readResult, 4096)}
 	go func() {
 		for {

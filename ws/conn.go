@@ -42,6 +42,10 @@ var errConnClosed = errors.New("connection closed before write")
 //
 //	any state ── a write fails, the client hangs up, PongWait of silence, a panic ──▶ dead
 //
+// Frames unconfirmed for ConfirmTimeout take open straight to answering:
+// the client is taken to be gone, so our close frame (4004) is written
+// best effort and the socket dropped without waiting for an answer.
+//
 // Close is hub.Conn's (a kick, shutdown), or ours (token expiry, a full
 // queue). The client closes with its close frame and errs by breaking RFC
 // 6455 (intake.Conn's ClientClosed and Violated).
@@ -125,6 +129,9 @@ func newConn(id uint64, uid string, h *Handler) *conn {
 func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false // closing: the message goes back for a retry
+	}
 	if len(c.queue)+c.confirm.pending() >= c.h.cfg.SendQueue {
 		c.closeLocked(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false

@@ -41,8 +41,11 @@ func (c *conn) tick() {
 		c.mu.Unlock()
 		return
 	case open && c.unresponsiveLocked(now):
+		// Best effort: our close frame, then the socket is dropped
+		// without waiting for the client's (answering).
 		sent, later = c.confirm.takeAll()
-		c.closeLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText)
+		c.noteEndLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText)
+		c.queueCloseLocked(stateAnswering, websocket.FormatCloseMessage(wire.CloseUnresponsive, wire.CloseUnresponsiveText))
 	case open && !c.expires.IsZero() && !now.Before(c.expires):
 		c.closeLocked(wire.CloseTokenExpired, wire.CloseTokenExpiredText)
 	case open && !now.Before(c.nextPing):

@@ -253,7 +253,9 @@ func (c *conn) writeClose(fb *frameBuf, w work) {
 	msg := c.closeMsg
 	c.mu.Unlock()
 	nc := c.ws.NetConn()
-	err := nc.SetWriteDeadline(deadline(c.h.cfg.WriteWait))
+	// A close frame that takes longer than the grace to write is to a
+	// client that does not read: the socket is cut then anyway.
+	err := nc.SetWriteDeadline(deadline(c.h.cfg.CloseGrace))
 	if err == nil && w.pongDue {
 		err = fb.add(nc, opPong, w.pong)
 	}
