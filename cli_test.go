@@ -43,7 +43,6 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		{name: "bad env value", env: map[string]string{"PUSHER_MAX_DELIVER": "many"}, give: []string{"serve"}, wantCode: 2, wantErr: "PUSHER_MAX_DELIVER"},
 		{name: "bad routing", give: []string{"serve", "--routing", "sideways"}, wantCode: 2, wantErr: "--routing"},
 		{name: "bad confirm", give: []string{"serve", "--delivery-confirm", "maybe"}, wantCode: 2, wantErr: "--delivery-confirm"},
-		{name: "ack wait under write plus confirm", env: map[string]string{"PUSHER_ACK_WAIT": "15s"}, give: []string{"serve"}, wantCode: 2, wantErr: "PUSHER_ACK_WAIT"},
 		{name: "external NATS needs a key", env: map[string]string{"PUSHER_NATS_URL": "nats://127.0.0.1:1"}, give: []string{"serve"}, wantCode: 2, wantErr: "JWT_SECRET"},
 		{name: "token without uid", give: []string{"token"}, wantCode: 2, wantErr: "--uid is required"},
 		{name: "token with bad uid", give: []string{"token", "--uid", "a.b"}, wantCode: 2, wantErr: "invalid uid"},

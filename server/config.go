@@ -137,12 +137,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Topology.AckWait == 0 {
 		c.Topology.AckWait = 30 * time.Second
 	}
-	// A delivery is settled within a write and its confirmation; JetStream
-	// must not redeliver it while it is still waiting for its pong.
-	if settle := writeWait + c.ConfirmTimeout; c.Topology.AckWait <= settle {
-		return c, configErr(fmt.Errorf("ack wait %s must exceed the write deadline %s plus the confirm timeout %s: raise PUSHER_ACK_WAIT",
-			c.Topology.AckWait, writeWait, c.ConfirmTimeout))
-	}
+
 	switch {
 	case c.Routing < RoutingAuto || c.Routing > RoutingCluster:
 		return c, configErr(fmt.Errorf("routing %d: unknown", c.Routing))
@@ -158,6 +153,13 @@ func (c Config) withDefaults() (Config, error) {
 
 // writeWait bounds one write to a client (DESIGN.md: 10 s).
 const writeWait = 10 * time.Second
+
+// ackWaitShort reports whether JetStream may redeliver a message that is
+// still being written or awaiting its confirmation: a delivery settles
+// within the write deadline plus the confirm timeout. That duplicates
+// (never loses) messages, and a short ack wait also brings messages back
+// soon after a crash, so it is a warning, not an error.
+func (c Config) ackWaitShort() bool { return c.Topology.AckWait <= writeWait+c.ConfirmTimeout }
 
 // requestTimeout bounds a delivery request to another node: its write and
 // its confirmation, and a little for the NATS round trips, so a reply

@@ -34,6 +34,7 @@ const (
 	evStopped    = "pusher.stopped"
 	evIncomplete = "pusher.shutdown_incomplete"
 	evDevSecret  = "auth.dev_secret"
+	evAckWait    = "config.ack_wait_short"
 )
 
 // startTimeout bounds New's JetStream set-up: nodes starting together on
@@ -80,6 +81,11 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, served: make(chan struct{})}
+	if cfg.ackWaitShort() {
+		log.Warn(evAckWait, zap.Duration("ack_wait", cfg.Topology.AckWait), zap.Duration("write_deadline", writeWait),
+			zap.Duration("confirm_timeout", cfg.ConfirmTimeout), zap.String("detail",
+				"JetStream will redeliver messages still awaiting their confirmation: expect duplicates; raise PUSHER_ACK_WAIT"))
+	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := s.build(ctx); err != nil {

@@ -340,3 +340,13 @@ func TestConfigErrorsCloseWhatWasBuilt(t *testing.T) {
 		})
 	}
 }
+
+// An ack wait shorter than a write plus its confirmation is allowed (it
+// duplicates, never loses, and brings messages back soon after a crash)
+// but warned about.
+func TestShortAckWaitIsWarnedAbout(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Topology.AckWait = 15 * time.Second
+	n := startNode(t, cfg)
+	n.logs.wait(t, time.Second, "config.ack_wait_short", map[string]any{"ack_wait": 15})
+}
