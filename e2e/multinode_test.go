@@ -42,6 +42,8 @@ type multiNode struct {
 	// natsURL, when set, is pusher node i's PUSHER_NATS_URL; by default
 	// every NATS node, starting with node i.
 	natsURL func(i int) string
+	// env is added to every pusher's faultEnv.
+	env map[string]string
 }
 
 // startMultiNode starts the NATS cluster and the pusher nodes, each with
@@ -53,7 +55,14 @@ type multiNode struct {
 // TestMultiNodeConcurrentStart).
 func startMultiNode(t testing.TB) *multiNode {
 	t.Helper()
+	return startMultiNodeEnv(t, nil)
+}
+
+// startMultiNodeEnv is startMultiNode with env added to every pusher's.
+func startMultiNodeEnv(t testing.TB, env map[string]string) *multiNode {
+	t.Helper()
 	m := newMultiNode(t)
+	m.env = env
 	m.launchPusher(t, 0)
 	m.waitPushersReady(t, 0)
 	m.launchPusher(t, 1)
@@ -83,7 +92,7 @@ func (m *multiNode) launchPusher(t testing.TB, i int) {
 	}
 	m.pushers[i] = harness.LaunchPusherT(t, harness.PusherConfig{
 		Bin: m.bin, Name: "pusher-" + strconv.Itoa(i+1), HTTPAddr: m.http[i],
-		NATSURL: url, Replicas: clusterSize, Env: faultEnv(nil),
+		NATSURL: url, Replicas: clusterSize, Env: faultEnv(m.env),
 	})
 }
 
