@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"outcome", "reason"})
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "pusher_delivery_latency_seconds",
-		Help: "Time from JetStream publish to the first successful WebSocket write.",
+		Help: "Time from JetStream publish to delivery: the client's confirmation (or, with PUSHER_DELIVERY_CONFIRM=write, the first successful write).",
 		// 0.25 ms to about 8 s: loopback deliveries up to back-off retries.
 		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
 	})
@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deadLettered: map[string]prometheus.Counter{},
 		latency:      latency,
 	}
-	for _, r := range []string{wire.ReasonWriteFailed, wire.ReasonQueueFull, wire.ReasonTimeout, wire.ReasonDeadLetterFailed} {
+	for _, r := range []string{wire.ReasonWriteFailed, wire.ReasonQueueFull, wire.ReasonTimeout, wire.ReasonUnconfirmed, wire.ReasonDeadLetterFailed} {
 		m.retried[r] = messages.WithLabelValues(outcomeRetried, r)
 	}
 	for _, r := range []string{wire.ReasonOffline, wire.ReasonMaxDeliver, wire.ReasonBadSubject} {

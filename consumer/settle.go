@@ -96,6 +96,8 @@ func (c *Consumer) retryOrDeadLetter(j *job) {
 		reason = wire.ReasonQueueFull
 	case errors.Is(j.err, hub.ErrTimeout):
 		reason = wire.ReasonTimeout
+	case errors.Is(j.err, hub.ErrUnconfirmed):
+		reason = wire.ReasonUnconfirmed
 	}
 	if !c.stopping.Load() && j.delivered >= uint64(c.cfg.MaxDeliver) {
 		c.deadLetter(j, wire.ReasonMaxDeliver, j.err)

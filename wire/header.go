@@ -26,5 +26,6 @@ const (
 	ReasonWriteFailed      = "write_failed"
 	ReasonQueueFull        = "queue_full"
 	ReasonTimeout          = "timeout"
+	ReasonUnconfirmed      = "unconfirmed"
 	ReasonDeadLetterFailed = "deadletter_failed"
 )
