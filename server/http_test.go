@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -126,30 +127,37 @@ func TestMetrics(t *testing.T) {
 	read(t, c, 5*time.Second)
 	publish(t, js, "push.nobody", []byte("dead"))
 	n.logs.wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
-	resp, err := http.Get(n.url("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(raw)
-	for _, want := range []string{
+	want := []string{
 		"pusher_connections 1",
 		`pusher_connects_total{result="ok"} 1`,
 		`pusher_messages_total{outcome="delivered",reason=""} 1`,
 		`pusher_messages_total{outcome="deadlettered",reason="offline"} 1`,
 		"pusher_delivery_latency_seconds_count 1",
+		"pusher_confirm_latency_seconds_count 1",
+		"pusher_unresponsive_closes_total 0",
 		"pusher_inflight_messages 0",
 		"pusher_consumer_pending",
 		"pusher_consumer_ack_pending",
 		"pusher_nats_connected 1",
 		"go_goroutines",
 		"process_resident_memory_bytes",
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("/metrics lacks %q", want)
-		}
 	}
+	// The delivery settles when the client's pong arrives, which may be
+	// after the dead letter was logged.
+	waitFor(t, 5*time.Second, "every series", func() error {
+		resp, err := http.Get(n.url("/metrics"))
+		if err != nil {
+			return err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, w := range want {
+			if !strings.Contains(string(raw), w) {
+				return fmt.Errorf("/metrics lacks %q", w)
+			}
+		}
+		return nil
+	})
 }
 
 func TestHTTPDoorIdempotencyKeyStoresOnce(t *testing.T) {
