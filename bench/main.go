@@ -211,6 +211,9 @@ type bench struct {
 	res     results
 	notes   []string // observations about pusher itself
 	command string
+	// confirm is PUSHER_DELIVERY_CONFIRM for the next pusher started;
+	// empty: pusher's default (pong).
+	confirm string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -266,6 +269,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		{"jetstream ceiling", b.phaseRaw},
 		{"throughput", b.phaseThroughput},
 		{"latency", b.phaseLatency},
+		{"write mode", b.useWriteMode},
+		{"throughput [write]", b.phaseThroughput},
+		{"latency [write]", b.phaseLatency},
+		{"pong vs write", b.compareModes},
 		{"connections", b.phaseConnections},
 		{"stop", b.finish},
 	}
@@ -334,11 +341,43 @@ func (b *bench) startClients() error {
 // pusherConfig is the single-node pusher's: embedded NATS on a reserved
 // port, and pprof if asked for.
 func (b *bench) pusherConfig() harness.PusherConfig {
-	var cfg harness.PusherConfig
+	cfg := harness.PusherConfig{Env: map[string]string{}}
 	if b.cfg.pprofAddr != "" {
-		cfg.Env = map[string]string{"PUSHER_PPROF_ADDR": b.cfg.pprofAddr}
+		cfg.Env["PUSHER_PPROF_ADDR"] = b.cfg.pprofAddr
+	}
+	if b.confirm != "" {
+		cfg.Env["PUSHER_DELIVERY_CONFIRM"] = b.confirm
 	}
 	return cfg
+}
+
+// useWriteMode restarts pusher with PUSHER_DELIVERY_CONFIRM=write, so the
+// next phases measure what delivery confirmation costs, in the same run.
+func (b *bench) useWriteMode(ctx context.Context) error {
+	b.confirm, b.res.variant = "write", "write"
+	return b.restartPusher(ctx)
+}
+
+// compareModes puts pong's costs next to write's and goes back to the
+// default for the phases after.
+func (b *bench) compareModes(context.Context) error {
+	b.confirm, b.res.variant = "", ""
+	ratio := func(name, label string, target float64) {
+		pong, ok1 := b.res.get(name)
+		write, ok2 := b.res.get(name + "_write")
+		if !ok1 || !ok2 || write == 0 {
+			return
+		}
+		m := metric{Name: name + "_pong_to_write", Label: label, Value: pong / write, Unit: "ratio", prec: 2,
+			Extra: fmt.Sprintf("%.2f / %.2f µs", pong, write)}
+		if target > 0 {
+			m.Op, m.Target = "<=", target
+		}
+		b.res.add(m)
+	}
+	ratio("server_cpu_us_per_msg", "pong / write: server CPU per message, throughput", 1.15)
+	ratio("latency_cpu_us_per_msg", fmt.Sprintf("pong / write: server CPU per message at %s msgs/s", comma(float64(b.cfg.rate), 0)), 1.15)
+	return nil
 }
 
 // restartPusher stops the current pusher and starts a fresh one on a new

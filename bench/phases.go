@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -672,6 +673,8 @@ func (b *bench) phaseLatency(ctx context.Context) error {
 	b.res.add(metric{Name: "latency_server_cpu_pct", Label: fmt.Sprintf("server CPU at %s msgs/s", comma(float64(rate), 0)),
 		Value: 100 * (c1.pusher - c0.pusher).Seconds() / wall.Seconds(), Unit: "% of a core", prec: 1,
 		Extra: fmt.Sprintf("%.2f µs/msg", us(c1.pusher-c0.pusher)/float64(n))})
+	b.res.add(metric{Name: "latency_cpu_us_per_msg", Value: us(c1.pusher-c0.pusher) / float64(n), Unit: "µs", hidden: true})
+	b.confirmRows(met0, met1)
 	b.machineRow("latency_machine_cpu_busy_pct", "latency", c0, c1)
 	b.logf("latency: %d msgs at %d/s: p50 %.3f ms, p99 %.3f ms, max %.3f ms", n, rate,
 		ms(pct(rep.samples, 0.5)), ms(pct(rep.samples, 0.99)), ms(rep.samples[len(rep.samples)-1]))
@@ -901,4 +904,48 @@ func dumpLatency(path string, rep phaseReport, lags []int64, rate int) error {
 		fmt.Fprintf(&sb, "%d\t%.3f\t%.3f\t%.3f\n", seq, float64(seq)*1e3/float64(rate), ms(rep.samples[i]), ms(lags[seq]))
 	}
 	return os.WriteFile(path, []byte(sb.String()), 0o644)
+}
+
+// confirmRows reports, from pusher's pusher_confirm_latency_seconds
+// histogram over the latency phase, how long the clients took to confirm
+// what was written to them (the pong's round trip and any wait for the
+// ping ahead of it); nothing where writes are not confirmed.
+func (b *bench) confirmRows(m0, m1 harness.Metrics) {
+	const name = "pusher_confirm_latency_seconds"
+	count := m1.Sum(name+"_count") - m0.Sum(name+"_count")
+	if count == 0 {
+		return
+	}
+	mean := (m1.Sum(name+"_sum") - m0.Sum(name+"_sum")) / count
+	p50, p99 := histQuantile(m0, m1, name, 0.5), histQuantile(m0, m1, name, 0.99)
+	b.res.add(metric{Name: "confirm_latency_p99_ms", Label: "  confirm latency (write to pong), p99", Value: 1000 * p99, Unit: "ms", prec: 3,
+		Extra: fmt.Sprintf("p50 %.3f ms, mean %.3f ms, %s confirmations; bucket bounds, from pusher's histogram", 1000*p50, 1000*mean, comma(count, 0))})
+}
+
+// histQuantile is the upper bound of the histogram bucket holding the q
+// quantile of what was observed between m0 and m1.
+func histQuantile(m0, m1 harness.Metrics, name string, q float64) float64 {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for _, s := range m1 {
+		if s.Name != name+"_bucket" {
+			continue
+		}
+		le, err := strconv.ParseFloat(s.Labels["le"], 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{le, s.Value - m0.Sum(name+"_bucket", "le", s.Labels["le"])})
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	if len(bs) == 0 {
+		return 0
+	}
+	total := bs[len(bs)-1].n
+	for _, b := range bs {
+		if b.n >= q*total {
+			return b.le
+		}
+	}
+	return bs[len(bs)-1].le
 }

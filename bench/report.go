@@ -34,6 +34,11 @@ type metric struct {
 }
 
 type results struct {
+	// variant, when set, marks every metric added as measured with that
+	// variant of pusher's configuration (for example "write" for
+	// PUSHER_DELIVERY_CONFIRM=write): its name gets the suffix, its label
+	// the tag, and the targets, which are the default's, are dropped.
+	variant      string
 	metrics      []metric
 	logs         []string // per-pusher log summaries
 	natsLogs     []string // cluster mode: per-nats-server log summaries
@@ -41,6 +46,13 @@ type results struct {
 }
 
 func (r *results) add(m metric) {
+	if r.variant != "" {
+		m.Name += "_" + r.variant
+		if m.Label != "" {
+			m.Label = "[" + r.variant + "] " + strings.TrimLeft(m.Label, " ")
+		}
+		m.Op, m.Target, m.AnchorText = "", 0, ""
+	}
 	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
 		m.Value = 0
 	}
@@ -91,7 +103,11 @@ func (r *results) table(w io.Writer) {
 		target, verdict := "", ""
 		if m.Op != "" {
 			op := map[string]string{"<=": "≤", ">=": "≥"}[m.Op]
-			target = op + " " + comma(m.Target, 0) + " " + m.Unit
+			prec := 0
+			if m.Target != math.Trunc(m.Target) {
+				prec = 2
+			}
+			target = op + " " + comma(m.Target, prec) + " " + m.Unit
 			verdict = "MISS"
 			if *m.Meets {
 				verdict = "ok"
