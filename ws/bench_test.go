@@ -20,16 +20,23 @@ func (r chanReporter) Report(_ *hub.Message, err error) { r <- err }
 // text message to one real connection over loopback, with a client
 // goroutine draining frames. Each op waits for its report(s), so nothing is
 // in flight when the timer stops.
+//
+// In pong mode an op also waits for the client's pong (gorilla's client
+// answers pings as it reads), so it measures a delivery as pusher counts
+// it; write mode is the kernel's acceptance.
 func BenchmarkWrite(b *testing.B) {
 	for _, bm := range []struct {
-		name  string
-		batch int // messages routed per op before waiting for their reports
+		name    string
+		batch   int // messages routed per op before waiting for their reports
+		confirm Confirm
 	}{
-		{name: "batch=1", batch: 1},
-		{name: "batch=64", batch: 64},
+		{name: "pong/batch=1", batch: 1, confirm: ConfirmPong},
+		{name: "pong/batch=64", batch: 64, confirm: ConfirmPong},
+		{name: "write/batch=1", batch: 1, confirm: ConfirmWrite},
+		{name: "write/batch=64", batch: 64, confirm: ConfirmWrite},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
-			ts := newTestServer(b, setup{Log: zap.NewNop(), WS: Config{SendQueue: bm.batch}})
+			ts := newTestServer(b, setup{Log: zap.NewNop(), WS: Config{SendQueue: bm.batch, Confirm: bm.confirm}})
 			c := ts.connect(b, "bench")
 			drained := make(chan error, 1)
 			go func() {

@@ -31,7 +31,8 @@ const (
 // Write. One belongs to a writer goroutine at a time (Handler.frameBufs),
 // so an idle connection holds none.
 type frameBuf struct {
-	b []byte
+	b    []byte
+	ping [8]byte // the payload of the ping being added: here, so it is not allocated
 }
 
 // Bytes a frameBuf holds before it is written out: more than any batch of

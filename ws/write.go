@@ -181,6 +181,7 @@ func (c *conn) writeWork(fb *frameBuf, w work) bool {
 	if err == nil && w.pongDue {
 		err = fb.add(nc, opPong, w.pong)
 	}
+	added := 0 // messages whose frames went into fb (or out)
 	for _, m := range w.batch {
 		if err != nil {
 			break
@@ -190,16 +191,19 @@ func (c *conn) writeWork(fb *frameBuf, w work) bool {
 			op = opBinary
 		}
 		err = fb.add(nc, op, m.Data)
+		added++
 	}
 	if err == nil && w.pingID != 0 {
-		var p [8]byte
-		err = fb.add(nc, opPing, pingPayload(&p, w.pingID))
+		err = fb.add(nc, opPing, pingPayload(&fb.ping, w.pingID))
 	}
 	if err == nil {
 		err = fb.flush(nc)
 	}
 	if c.h.cfg.Confirm == ConfirmWrite {
-		finishAll(w.batch, err)
+		// A failed write may have taken the frames before it: they are
+		// reported failed too, and retried (a duplicate, never a loss).
+		finishAll(w.batch[:added], err)
+		finishAll(w.batch[added:], errConnClosed)
 	} else {
 		clear(w.batch) // the confirmation holds them now
 	}

@@ -120,7 +120,8 @@ func (p *Poller) loop(s *epollSet) {
 }
 
 // dispatch starts a read of connection id's readable socket, unless Stop
-// took the connection out.
+// took the connection out: on a reader goroutine that finished another
+// socket's read and waits for more, or a new one.
 func (p *Poller) dispatch(s *epollSet, id uint64) {
 	p.mu.Lock()
 	r := p.readers[id]
@@ -128,8 +129,43 @@ func (p *Poller) dispatch(s *epollSet, id uint64) {
 		r.reads.Add(1) // under mu, so remove's Wait sees it
 	}
 	p.mu.Unlock()
-	if r != nil {
-		go p.read(r, s)
+	if r == nil {
+		return
+	}
+	select {
+	case p.handoff <- readJob{r, s}:
+	default:
+		p.running.Add(1) // r is watched, so its owner's count is not zero
+		go p.reader(readJob{r, s})
+	}
+}
+
+// readJob is one readable socket for a reader goroutine.
+type readJob struct {
+	r *Reader
+	s *epollSet
+}
+
+// readerLinger is how long a reader goroutine, its read done, waits to
+// take another socket's. Pongs come back for every batch written, so
+// under load a few goroutines do all the reading instead of one being
+// started (and allocated) per pong; when clients go quiet, none stays.
+const readerLinger = 50 * time.Millisecond
+
+// reader reads j's socket, then whichever is handed to it within
+// readerLinger, then exits.
+func (p *Poller) reader(j readJob) {
+	defer p.running.Done()
+	linger := time.NewTimer(readerLinger)
+	defer linger.Stop()
+	for {
+		p.read(j.r, j.s)
+		linger.Reset(readerLinger)
+		select {
+		case j = <-p.handoff:
+		case <-linger.C:
+			return
+		}
 	}
 }
 
@@ -138,23 +174,96 @@ func (p *Poller) dispatch(s *epollSet, id uint64) {
 func (p *Poller) read(r *Reader, s *epollSet) {
 	defer r.reads.Done()
 	defer r.recoverPanic()
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
+	op := p.ops.Get().(*readOp)
+	defer p.ops.Put(op)
 	for range maxReadsPerWake {
-		n, err := r.readNow(*bp)
+		n, err := op.read(r)
 		if err != nil {
 			r.c.Gone(err)
 			return
 		}
-		if n == 0 {
-			break
-		}
-		if !r.feed((*bp)[:n]) {
+		if n > 0 && !r.feed(op.buf[:n]) {
 			return
+		}
+		if n < len(op.buf) {
+			// Drained for now: re-arming reports anything that came
+			// meanwhile (the socket is readable again), so a second
+			// read that would only say EAGAIN is saved.
+			break
 		}
 	}
 	// A failure means the socket is closing, which its Stop handles.
-	_ = s.ctl(unix.EPOLL_CTL_MOD, r)
+	_ = op.rearm(s, r)
+}
+
+// readOp is what one read of a readable socket needs: the buffer, and the
+// RawConn callbacks, built once with the fields they fill. Reads are as
+// frequent as pongs, one per batch of messages written, and a closure
+// made per call would be put on the heap; pooled, a read allocates
+// nothing, and an idle connection holds none.
+type readOp struct {
+	buf []byte
+
+	// For readFn: the descriptor's read.
+	n      int
+	err    error
+	readFn func(fd uintptr) bool
+
+	// For rearmFn: the epoll_ctl of the descriptor.
+	set     *epollSet
+	id      uint64
+	ctlErr  error
+	rearmFn func(fd uintptr)
+}
+
+func newReadOp() *readOp {
+	op := &readOp{buf: make([]byte, readBufferSize)}
+	op.readFn = func(fd uintptr) bool {
+		for {
+			op.n, op.err = unix.Read(int(fd), op.buf)
+			if op.err != unix.EINTR {
+				return true // never park: the epoll set does the waiting
+			}
+		}
+	}
+	op.rearmFn = func(fd uintptr) {
+		ev := unix.EpollEvent{Events: pollEvents}
+		setEventID(&ev, op.id)
+		op.ctlErr = unix.EpollCtl(op.set.fd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+	}
+	return op
+}
+
+// read reads what r's socket holds without waiting: (0, nil) means
+// nothing is there yet; an error means the peer is gone or the socket
+// failed. It runs under the socket's RawConn.Read, which holds the
+// descriptor open.
+func (op *readOp) read(r *Reader) (int, error) {
+	op.n, op.err = 0, nil
+	if err := r.raw.Read(op.readFn); err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	switch {
+	case op.err == unix.EAGAIN:
+		return 0, nil
+	case op.err != nil:
+		return 0, fmt.Errorf("read: %w", op.err)
+	case op.n == 0:
+		return 0, errPeerGone
+	}
+	return op.n, nil
+}
+
+// rearm asks s for r's next readable event (epoll_ctl MOD), under the
+// socket's RawConn.Control as ctl is.
+func (op *readOp) rearm(s *epollSet, r *Reader) error {
+	op.set, op.id, op.ctlErr = s, r.id, nil
+	err := r.raw.Control(op.rearmFn)
+	op.set = nil
+	if err != nil {
+		return fmt.Errorf("socket control: %w", err)
+	}
+	return op.ctlErr
 }
 
 func newEpollSet() (*epollSet, error) {
@@ -207,30 +316,4 @@ func setEventID(ev *unix.EpollEvent, id uint64) {
 
 func eventID(ev *unix.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-}
-
-// readNow reads what r's socket holds without waiting: (0, nil) means
-// nothing is there yet; an error means the peer is gone or the socket
-// failed.
-func (r *Reader) readNow(buf []byte) (n int, err error) {
-	var readErr error
-	err = r.raw.Read(func(fd uintptr) bool {
-		for {
-			n, readErr = unix.Read(int(fd), buf)
-			if readErr != unix.EINTR {
-				return true // never park: the epoll set does the waiting
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("read: %w", err)
-	case readErr == unix.EAGAIN:
-		return 0, nil
-	case readErr != nil:
-		return 0, fmt.Errorf("read: %w", readErr)
-	case n == 0:
-		return 0, errPeerGone
-	}
-	return n, nil
 }

@@ -12,3 +12,11 @@ var errNoEpoll = errors.New("no epoll on this platform")
 
 func (*Poller) add(*Reader) error { return errNoEpoll }
 func (*Poller) remove(*Reader)    {}
+
+// readOp is Linux's; elsewhere the pool is never used.
+type readOp struct{}
+
+func newReadOp() *readOp { return &readOp{} }
+
+// readJob is Linux's.
+type readJob struct{}

@@ -228,9 +228,19 @@ func (f *frameReader) startFrame(hlen uint8) error {
 		}
 		f.msgSize += int64(length)
 		f.msgOpen = !fin
-	case opPing, opPong, opClose:
+	case opPong:
+		// A pong answers every batch pusher writes, so it must not
+		// allocate: its payload (8 bytes for pusher's pings) is gathered
+		// in the header buffer, free until the next frame begins, and is
+		// only valid during the Ponged call. A longer one is not pusher's.
+		if length <= uint64(len(f.hdr)) {
+			f.ctl = f.hdr[:0:length]
+		} else {
+			f.ctl = make([]byte, 0, length)
+		}
+	case opPing, opClose:
 		// Kept for the Conn; rare, so allocated when needed (an empty
-		// payload, like the pong to pusher's own pings, allocates nothing).
+		// payload allocates nothing).
 		f.ctl = make([]byte, 0, length)
 	}
 	return nil

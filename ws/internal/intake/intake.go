@@ -38,10 +38,11 @@ type Conn interface {
 	// Pinged: the client pinged; RFC 6455 asks for a pong with payload
 	// (at most 125 bytes, the Conn's to keep).
 	Pinged(payload []byte)
-	// Ponged: the client answered a ping with payload (at most 125 bytes,
-	// the Conn's to keep). A client may answer only the latest of several
-	// pings (RFC 6455 5.5.3), so a pong confirms every ping up to the one
-	// it echoes.
+	// Ponged: the client answered a ping with payload (at most 125
+	// bytes, valid only during the call: pongs are frequent, so their
+	// payload is not allocated). A client may answer only the latest of
+	// several pings (RFC 6455 5.5.3), so a pong confirms every ping up to
+	// the one it echoes.
 	Ponged(payload []byte)
 	// ClientClosed: the client's close frame came, with code (1005 when
 	// it had none) and reason. Reading is over.
@@ -108,9 +109,13 @@ type Poller struct {
 	cfg     Config
 	running *sync.WaitGroup // the owner's; counts the epoll loop goroutines
 	log     *zap.Logger
-	// bufs holds the buffers read uses: shared, so an idle connection
+	// ops holds what read uses (readOp): shared, so an idle connection
 	// holds none.
-	bufs sync.Pool
+	ops sync.Pool
+	// handoff passes a readable socket to a reader goroutine that waits
+	// for one (Poller.reader); unbuffered, so a send succeeds only when one
+	// waits.
+	handoff chan readJob
 
 	// mu guards the epoll set and who is in it. It is never held across a
 	// read or a Conn call.
@@ -129,11 +134,12 @@ const readBufferSize = 512
 const maxReadsPerWake = 8
 
 // NewPoller returns a Poller. running counts the goroutines the Poller
-// starts that outlive a Stop (an epoll loop, until the last Stop), so the
-// owner's wait on it covers them; log reports epoll failures.
+// starts that outlive a Stop (an epoll loop, until the last Stop; reader
+// goroutines, for a moment after their last read), so the owner's wait on
+// it covers them; log reports epoll failures.
 func NewPoller(running *sync.WaitGroup, log *zap.Logger, cfg Config) *Poller {
-	p := &Poller{cfg: cfg, running: running, log: log, readers: map[uint64]*Reader{}}
-	p.bufs.New = func() any { b := make([]byte, readBufferSize); return &b }
+	p := &Poller{cfg: cfg, running: running, log: log, readers: map[uint64]*Reader{}, handoff: make(chan readJob)}
+	p.ops.New = func() any { return newReadOp() }
 	return p
 }
 
