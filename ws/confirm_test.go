@@ -218,3 +218,36 @@ func TestUnconfirmedReportedOnClose(t *testing.T) {
 		t.Fatal("an unconfirmed message was reported delivered")
 	}
 }
+
+// TestConfirmationDoesNotAllocate pins the promise that confirming adds no
+// per-message allocation: a batch recorded, its pong, the slice reused.
+func TestConfirmationDoesNotAllocate(t *testing.T) {
+	var f confirmation
+	batch := []*hub.Message{{Data: []byte("a")}, {Data: []byte("b")}}
+	now := time.Now()
+	cycle := func() {
+		f.written(batch, f.pingID+1, now)
+		done, _, ok := f.ponged(f.pingID)
+		if !ok || len(done) != len(batch) {
+			t.Fatalf("ponged %d, %v", len(done), ok)
+		}
+		clear(done)
+		f.reuse(done)
+	}
+	cycle() // the first one sizes the slice
+	if allocs := testing.AllocsPerRun(1000, cycle); allocs != 0 {
+		t.Fatalf("a confirmed batch allocates %.1f times, want 0", allocs)
+	}
+	var fb frameBuf
+	w := &sink{}
+	write := func() {
+		_ = fb.add(w, opText, batch[0].Data)
+		_ = fb.add(w, opPing, pingPayload(&fb.ping, 7))
+		_ = fb.flush(w)
+		w.b.Reset()
+	}
+	write()
+	if allocs := testing.AllocsPerRun(1000, write); allocs != 0 {
+		t.Fatalf("encoding a batch and its ping allocates %.1f times, want 0", allocs)
+	}
+}

@@ -255,3 +255,20 @@ func FuzzFrameReader(f *testing.F) {
 		}
 	})
 }
+
+// TestPongDoesNotAllocate: a pong comes back for every batch pusher
+// writes, so reading one must not allocate.
+func TestPongDoesNotAllocate(t *testing.T) {
+	frame := clientFrame(true, opPong, []byte{0, 0, 0, 0, 0, 0, 0, 42}, [4]byte{1, 2, 3, 4})
+	f := frameReader{limit: 4096}
+	read := func() {
+		ev, n, err := f.feed(frame)
+		if ev != framePong || n != len(frame) || err != nil || len(f.control()) != 8 || f.control()[7] != 42 {
+			t.Fatalf("feed = %v, %d, %v, payload %x", ev, n, err, f.control())
+		}
+		f.release()
+	}
+	if allocs := testing.AllocsPerRun(1000, read); allocs != 0 {
+		t.Fatalf("reading a pong allocates %.1f times, want 0", allocs)
+	}
+}
