@@ -1,8 +1,6 @@
 package ws
 
 import (
-	"time"
-
 	"github.com/pusher-io/pusher/hub"
 )
 
@@ -17,9 +15,9 @@ import (
 // slices.
 type confirmation struct {
 	sent, later     []*hub.Message
-	sentAt, laterAt time.Time // when the first of each was written
-	pingID          uint64    // the id of the last ping written
-	awaiting        bool      // ping pingID is out and unanswered
+	sentAt, laterAt instant // when the first of each was written
+	pingID          uint64  // the id of the last ping written
+	awaiting        bool    // ping pingID is out and unanswered
 }
 
 // pending is how many messages await confirmation.
@@ -27,14 +25,14 @@ func (f *confirmation) pending() int { return len(f.sent) + len(f.later) }
 
 // since is when the oldest unconfirmed message was written; zero when
 // none is.
-func (f *confirmation) since() time.Time {
+func (f *confirmation) since() instant {
 	switch {
 	case len(f.sent) > 0:
 		return f.sentAt
 	case len(f.later) > 0:
 		return f.laterAt
 	}
-	return time.Time{}
+	return 0
 }
 
 // wantsPing reports whether the writer should send a ping now: nothing is
@@ -49,7 +47,7 @@ func (f *confirmation) wantsPing(batch int, keepalive bool) bool {
 // client cannot answer a ping before the frames ahead of it arrived, so
 // the pong always finds them here. pingID is the ping that follows the
 // batch in the same write, 0 for none (one is out already).
-func (f *confirmation) written(batch []*hub.Message, pingID uint64, now time.Time) {
+func (f *confirmation) written(batch []*hub.Message, pingID uint64, now instant) {
 	if pingID == 0 {
 		if len(batch) > 0 && len(f.later) == 0 {
 			f.laterAt = now
@@ -72,9 +70,9 @@ func (f *confirmation) written(batch []*hub.Message, pingID uint64, now time.Tim
 // ponged takes the messages a pong with id confirms, and when they were
 // written; ok is false when id is not the ping that is out. The caller
 // finishes them outside conn.mu and gives the slice back (reuse).
-func (f *confirmation) ponged(id uint64) (done []*hub.Message, at time.Time, ok bool) {
+func (f *confirmation) ponged(id uint64) (done []*hub.Message, at instant, ok bool) {
 	if !f.awaiting || id != f.pingID {
-		return nil, time.Time{}, false
+		return nil, 0, false
 	}
 	done, at = f.sent, f.sentAt
 	f.sent, f.awaiting = nil, false

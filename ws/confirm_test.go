@@ -224,7 +224,7 @@ func TestUnconfirmedReportedOnClose(t *testing.T) {
 func TestConfirmationDoesNotAllocate(t *testing.T) {
 	var f confirmation
 	batch := []*hub.Message{{Data: []byte("a")}, {Data: []byte("b")}}
-	now := time.Now()
+	now := instant(1)
 	cycle := func() {
 		f.written(batch, f.pingID+1, now)
 		done, _, ok := f.ponged(f.pingID)

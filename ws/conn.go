@@ -64,7 +64,7 @@ type conn struct {
 	uid     string
 	h       *Handler        // its cfg, its log (calls add uid and conn), finish
 	ws      *websocket.Conn // nil until the upgrade
-	started time.Time       // the upgrade, for the log
+	started instant         // the upgrade, for the log
 
 	// Reader only: the Handler's poller's, from Watch (at the upgrade) to
 	// Stop (in finish).
@@ -96,10 +96,10 @@ type conn struct {
 	// silence limit and the close grace (one timer, not four, because
 	// every idle connection carries it). Guarded by mu.
 	timer    *time.Timer
-	nextPing time.Time
-	expires  time.Time // zero: the token has no exp
-	heard    time.Time // when the client last sent anything
-	closeBy  time.Time // in closeSent: the socket is cut then
+	nextPing instant
+	expires  instant // zero: the token has no exp
+	heard    instant // when the client last sent anything
+	closeBy  instant // in closeSent: the socket is cut then
 }
 
 // connState is where a conn is in its life; see conn.
@@ -228,7 +228,7 @@ func (h *Handler) finish(c *conn) {
 	code, reason := c.endStatus()
 	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
 		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
-			zap.Duration("duration", time.Since(c.started)))
+			zap.Duration("duration", h.now().sub(c.started)))
 	}
 	h.running.Done()
 }

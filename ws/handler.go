@@ -154,6 +154,7 @@ type Handler struct {
 	upgrader websocket.Upgrader
 	poll     *intake.Poller // reads every connection's client
 	met      *metrics
+	epoch    time.Time // instants count from here
 
 	// Safe for concurrent use by themselves.
 	nextID  atomic.Uint64
@@ -181,7 +182,7 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 	if err != nil {
 		return nil, err
 	}
-	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, met: met}
+	hd := &Handler{hub: h, verifier: v, log: log.Named("ws"), cfg: cfg, origins: map[string]bool{}, met: met, epoch: time.Now()}
 	hd.frameBufs.New = func() any { return &frameBuf{b: make([]byte, 0, 4096)} }
 	hd.poll = intake.NewPoller(&hd.running, hd.log, intake.Config{MaxMessageSize: cfg.MaxMessageSize})
 	hd.handoff = make(chan *conn)
@@ -315,7 +316,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 		h.log.Debug("ws.sockopt_failed", zap.Uint64("conn", c.id), zap.Error(err))
 	}
 	c.mu.Lock()
-	c.ws, c.started = wsConn, time.Now()
+	c.ws, c.started = wsConn, h.now()
 	c.startTimerLocked(exp)
 	// Under mu, so no end, and so no Stop, comes before it.
 	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c)

@@ -2,7 +2,6 @@ package ws
 
 import (
 	"errors"
-	"time"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
@@ -17,7 +16,7 @@ var _ intake.Conn = (*conn)(nil)
 // the silence limit (PongWait) starts again.
 func (c *conn) Heard() {
 	c.mu.Lock()
-	c.heard = time.Now()
+	c.heard = c.h.now()
 	c.mu.Unlock()
 }
 
@@ -48,7 +47,7 @@ func (c *conn) Ponged(payload []byte) {
 		return
 	}
 	if len(done) > 0 {
-		latency := time.Since(at).Seconds()
+		latency := c.h.now().sub(at).Seconds()
 		for i, m := range done {
 			m.Finish(nil)
 			c.h.met.confirmLatency.Observe(latency)

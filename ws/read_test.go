@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
@@ -139,4 +140,13 @@ func closedLog(t *testing.T, logs *observer.ObservedLogs) map[string]any {
 		return nil
 	})
 	return logs.FilterMessage(evClosed).All()[0].ContextMap()
+}
+
+// TestConnStaysInItsSizeClass: every idle connection carries one conn;
+// it fits the 448-byte allocation class it had before delivery
+// confirmation, which is why its times are instants, not time.Time.
+func TestConnStaysInItsSizeClass(t *testing.T) {
+	if size := unsafe.Sizeof(conn{}); size > 448 {
+		t.Fatalf("conn is %d bytes: past the 448-byte size class, so every idle connection costs more", size)
+	}
 }

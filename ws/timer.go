@@ -13,9 +13,9 @@ import (
 // startTimerLocked arms the connection's timer; serve calls it once, at
 // the upgrade. c.mu must be held.
 func (c *conn) startTimerLocked(expires time.Time) {
-	now := time.Now()
-	c.expires, c.heard = expires, now
-	c.nextPing = now.Add(c.h.cfg.PingInterval)
+	now := c.h.now()
+	c.expires, c.heard = c.h.instantOf(expires), now
+	c.nextPing = now.add(c.h.cfg.PingInterval)
 	c.timer = time.AfterFunc(c.untilNextTick(now), c.tick)
 }
 
@@ -26,10 +26,10 @@ func (c *conn) startTimerLocked(expires time.Time) {
 // for a ping when one is due; and it rearms itself while the connection
 // lives.
 func (c *conn) tick() {
-	now := time.Now()
+	now := c.h.now()
 	c.mu.Lock()
-	cut := c.state == stateCloseSent && !now.Before(c.closeBy)
-	silent := now.Sub(c.heard) >= c.h.cfg.PongWait
+	cut := c.state == stateCloseSent && !now.before(c.closeBy)
+	silent := now.sub(c.heard) >= c.h.cfg.PongWait
 	open := c.state == stateOpen
 	var sent, later []*hub.Message
 	switch {
@@ -46,11 +46,11 @@ func (c *conn) tick() {
 		sent, later = c.confirm.takeAll()
 		c.noteEndLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText)
 		c.queueCloseLocked(stateAnswering, websocket.FormatCloseMessage(wire.CloseUnresponsive, wire.CloseUnresponsiveText))
-	case open && !c.expires.IsZero() && !now.Before(c.expires):
+	case open && !c.expires.isZero() && !now.before(c.expires):
 		c.closeLocked(wire.CloseTokenExpired, wire.CloseTokenExpiredText)
-	case open && !now.Before(c.nextPing):
+	case open && !now.before(c.nextPing):
 		c.pingDue = true
-		c.nextPing = now.Add(c.h.cfg.PingInterval)
+		c.nextPing = now.add(c.h.cfg.PingInterval)
 		c.startWriterLocked()
 	}
 	c.timer.Reset(c.untilNextTick(now))
@@ -67,33 +67,26 @@ func (c *conn) tick() {
 
 // unresponsiveLocked reports whether a message written has waited
 // ConfirmTimeout for its confirmation by now. c.mu must be held.
-func (c *conn) unresponsiveLocked(now time.Time) bool {
+func (c *conn) unresponsiveLocked(now instant) bool {
 	since := c.confirm.since()
-	return !since.IsZero() && now.Sub(since) >= c.h.cfg.ConfirmTimeout
+	return !since.isZero() && now.sub(since) >= c.h.cfg.ConfirmTimeout
 }
 
 // untilNextTick is the time to the next ping, the expiry, the silence
 // limit or the close grace's end, whichever is first. c.mu must be held.
-func (c *conn) untilNextTick(now time.Time) time.Duration {
-	next := c.heard.Add(c.h.cfg.PongWait)
+func (c *conn) untilNextTick(now instant) time.Duration {
+	next := c.heard.add(c.h.cfg.PongWait)
 	switch c.state {
 	case stateOpen:
 		next = earliest(next, c.nextPing)
-		if !c.expires.IsZero() {
+		if !c.expires.isZero() {
 			next = earliest(next, c.expires)
 		}
-		if since := c.confirm.since(); !since.IsZero() {
-			next = earliest(next, since.Add(c.h.cfg.ConfirmTimeout))
+		if since := c.confirm.since(); !since.isZero() {
+			next = earliest(next, since.add(c.h.cfg.ConfirmTimeout))
 		}
 	case stateCloseSent:
 		next = earliest(next, c.closeBy)
 	}
-	return next.Sub(now)
-}
-
-func earliest(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
+	return next.sub(now)
 }

@@ -160,8 +160,8 @@ func (c *conn) takePingLocked(batch []*hub.Message) uint64 {
 	if c.confirm.wantsPing(len(batch), keepalive) {
 		id = c.confirm.pingID + 1
 	}
-	now := time.Now()
-	waiting := !c.confirm.since().IsZero()
+	now := c.h.now()
+	waiting := !c.confirm.since().isZero()
 	c.confirm.written(batch, id, now)
 	if !waiting && len(batch) > 0 {
 		// The first message to await confirmation: the timer must fire
@@ -274,7 +274,7 @@ func (c *conn) writeClose(fb *frameBuf, w work) {
 	defer c.mu.Unlock()
 	if err == nil && c.state == stateClosing {
 		c.state = stateCloseSent
-		c.closeBy = time.Now().Add(c.h.cfg.CloseGrace)
+		c.closeBy = c.h.now().add(c.h.cfg.CloseGrace)
 		c.timer.Reset(c.h.cfg.CloseGrace)
 		return
 	}
