@@ -5,6 +5,7 @@ package intake
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -21,8 +22,27 @@ type epollSet struct {
 // wakeID is the event data of the eventfd; connection ids start at 1.
 const wakeID = 0
 
-// pollEvents: readable or peer hung up, one event per arming.
-const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+// pollEvents: readable or peer hung up, edge-triggered: an event comes
+// when bytes arrive, and one read drains the socket. (One-shot events
+// would need an epoll_ctl to re-arm after every read, and a pong comes
+// back for every batch written.) Reader.state keeps reads of one socket
+// to one at a time.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+
+// Reader.state on the epoll path: a phase, and the hangUp bit.
+const (
+	readIdle  int32 = iota // no read runs: the next event starts one
+	readBusy               // a read runs
+	readAgain              // a read runs, and an event came meanwhile: it reads once more
+	readOver               // reading is over (close, violation, hang-up): events are ignored
+	phaseMask int32 = 3
+
+	// hangUp: an event said the peer hung up. Reads then go on until the
+	// end of the stream: the hang-up's edge may have come with the last
+	// bytes, and a read returns those bytes first and the end only on the
+	// next call, for which no further event would come.
+	hangUp int32 = 4
+)
 
 // evPollFail is ws's log event for an epoll_wait that fails (README).
 const evPollFail = "ws.poll_failed"
@@ -114,22 +134,24 @@ func (p *Poller) loop(s *epollSet) {
 			if id == wakeID {
 				return
 			}
-			p.dispatch(s, id)
+			p.dispatch(s, id, events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 		}
 	}
 }
 
-// dispatch starts a read of connection id's readable socket, unless Stop
-// took the connection out: on a reader goroutine that finished another
-// socket's read and waits for more, or a new one.
-func (p *Poller) dispatch(s *epollSet, id uint64) {
+// dispatch starts a read of connection id's readable socket, unless one
+// runs (which then reads once more) or Stop took the connection out: on a
+// reader goroutine that finished another socket's read and waits for
+// more, or a new one.
+func (p *Poller) dispatch(s *epollSet, id uint64, hup bool) {
 	p.mu.Lock()
 	r := p.readers[id]
-	if r != nil {
+	start := r != nil && r.claim(hup)
+	if start {
 		r.reads.Add(1) // under mu, so remove's Wait sees it
 	}
 	p.mu.Unlock()
-	if r == nil {
+	if !start {
 		return
 	}
 	select {
@@ -137,6 +159,49 @@ func (p *Poller) dispatch(s *epollSet, id uint64) {
 	default:
 		p.running.Add(1) // r is watched, so its owner's count is not zero
 		go p.reader(readJob{r, s})
+	}
+}
+
+// claim records an event for r, and whether it said the peer hung up:
+// true means no read ran and the caller starts one; false means the
+// running one will read again, or reading is over.
+func (r *Reader) claim(hup bool) bool {
+	var bit int32
+	if hup {
+		bit = hangUp
+	}
+	for {
+		st := r.state.Load()
+		next := st | bit
+		switch st & phaseMask {
+		case readIdle:
+			next = next&^phaseMask | readBusy
+		case readBusy:
+			next = next&^phaseMask | readAgain
+		case readAgain:
+		default:
+			return false
+		}
+		if r.state.CompareAndSwap(st, next) {
+			return st&phaseMask == readIdle
+		}
+	}
+}
+
+// settle ends a read that found the socket drained: idle again, unless an
+// event came meanwhile (then false: read once more).
+func (r *Reader) settle() bool {
+	for {
+		st := r.state.Load()
+		if st&phaseMask == readAgain {
+			if r.state.CompareAndSwap(st, st&^phaseMask|readBusy) {
+				return false
+			}
+			continue
+		}
+		if r.state.CompareAndSwap(st, st&^phaseMask|readIdle) {
+			return true
+		}
 	}
 }
 
@@ -169,35 +234,40 @@ func (p *Poller) reader(j readJob) {
 	}
 }
 
-// read reads what r's readable socket holds, up to maxReadsPerWake
-// buffers, then re-arms it in s unless reading is over.
+// read reads r's readable socket until it is drained (a short read, or
+// the end of the stream once the peer hung up), again if an event came
+// meanwhile, then leaves it idle for the next event. A client that keeps
+// sending yields the goroutine every maxReadsPerWake reads.
 func (p *Poller) read(r *Reader, s *epollSet) {
 	defer r.reads.Done()
 	defer r.recoverPanic()
 	op := p.ops.Get().(*readOp)
 	defer p.ops.Put(op)
-	for range maxReadsPerWake {
+	for reads := 1; ; reads++ {
 		n, err := op.read(r)
 		if err != nil {
+			r.state.Store(readOver)
 			r.c.Gone(err)
 			return
 		}
 		if n > 0 && !r.feed(op.buf[:n]) {
+			r.state.Store(readOver)
 			return
 		}
-		if n < len(op.buf) {
-			// Drained for now: re-arming reports anything that came
-			// meanwhile (the socket is readable again), so a second
-			// read that would only say EAGAIN is saved.
-			break
+		if n == len(op.buf) || n > 0 && r.state.Load()&hangUp != 0 {
+			if reads%maxReadsPerWake == 0 {
+				runtime.Gosched()
+			}
+			continue // more may wait, and no event will say so
+		}
+		if r.settle() {
+			return
 		}
 	}
-	// A failure means the socket is closing, which its Stop handles.
-	_ = op.rearm(s, r)
 }
 
 // readOp is what one read of a readable socket needs: the buffer, and the
-// RawConn callbacks, built once with the fields they fill. Reads are as
+// RawConn callback, built once with the fields it fills. Reads are as
 // frequent as pongs, one per batch of messages written, and a closure
 // made per call would be put on the heap; pooled, a read allocates
 // nothing, and an idle connection holds none.
@@ -226,11 +296,6 @@ func newReadOp() *readOp {
 			}
 		}
 	}
-	op.rearmFn = func(fd uintptr) {
-		ev := unix.EpollEvent{Events: pollEvents}
-		setEventID(&ev, op.id)
-		op.ctlErr = unix.EpollCtl(op.set.fd, unix.EPOLL_CTL_MOD, int(fd), &ev)
-	}
 	return op
 }
 
@@ -252,18 +317,6 @@ func (op *readOp) read(r *Reader) (int, error) {
 		return 0, errPeerGone
 	}
 	return op.n, nil
-}
-
-// rearm asks s for r's next readable event (epoll_ctl MOD), under the
-// socket's RawConn.Control as ctl is.
-func (op *readOp) rearm(s *epollSet, r *Reader) error {
-	op.set, op.id, op.ctlErr = s, r.id, nil
-	err := r.raw.Control(op.rearmFn)
-	op.set = nil
-	if err != nil {
-		return fmt.Errorf("socket control: %w", err)
-	}
-	return op.ctlErr
 }
 
 func newEpollSet() (*epollSet, error) {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/gorilla/websocket"
@@ -77,9 +78,11 @@ type Reader struct {
 	id  uint64          // the connection's id: epoll events carry it, not the descriptor
 
 	// reads counts the goroutines reading the socket, at most one at a
-	// time (epoll registrations are one-shot; goRead is one goroutine).
-	// Stop waits for them.
+	// time (state on the epoll path; goRead is one goroutine). Stop waits
+	// for them.
 	reads sync.WaitGroup
+	// state keeps the epoll path's reads to one at a time (readIdle...).
+	state atomic.Int32
 	// frames is used only by the goroutine that reads.
 	frames frameReader
 }

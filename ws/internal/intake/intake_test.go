@@ -256,3 +256,59 @@ func waitRunning(tb testing.TB, running *sync.WaitGroup) {
 		tb.Fatalf("the epoll loop still runs %s after the last Stop", waitTimeout)
 	}
 }
+
+// TestEveryFrameIsHeardPromptly: frames that arrive one at a time, each
+// after the previous one was handled, are each reported at once: no
+// readable socket is left unread until a later event.
+func TestEveryFrameIsHeardPromptly(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			rg := newRig(t, mode.goroutines)
+			rec := newRecorder()
+			w := rg.watch(t, rec)
+			var slowest time.Duration
+			for i := range 2000 {
+				payload := []byte(fmt.Sprint(i))
+				start := time.Now()
+				if _, err := w.client.Write(clientFrame(true, opPing, payload, [4]byte{9, 8, 7, 6})); err != nil {
+					t.Fatal(err)
+				}
+				if got := rec.next(t); got != "ping "+string(payload) {
+					t.Fatalf("event %q, want ping %s", got, payload)
+				}
+				slowest = max(slowest, time.Since(start))
+			}
+			if slowest > time.Second {
+				t.Fatalf("a frame waited %s to be heard", slowest)
+			}
+			t.Logf("slowest of 2000: %s", slowest)
+		})
+	}
+}
+
+// TestHangUpRightAfterBytesIsHeard: a client that sends a frame and hangs
+// up at once (the bytes and the end of the stream can come with one
+// event) is reported gone, after its frame, not left half-read.
+func TestHangUpRightAfterBytesIsHeard(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			rg := newRig(t, mode.goroutines)
+			for i := range 200 {
+				rec := newRecorder()
+				w := rg.watch(t, rec)
+				payload := []byte(fmt.Sprint(i))
+				if _, err := w.client.Write(clientFrame(true, opPing, payload, [4]byte{1, 1, 1, 1})); err != nil {
+					t.Fatal(err)
+				}
+				_ = w.client.Close()
+				if got := rec.next(t); got != "ping "+string(payload) {
+					t.Fatalf("event %q, want the ping", got)
+				}
+				if got := rec.next(t); got != "gone" {
+					t.Fatalf("event %q, want gone", got)
+				}
+				w.stop()
+			}
+		})
+	}
+}
