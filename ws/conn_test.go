@@ -243,9 +243,13 @@ func testReadLimit(t *testing.T, s setup, giveWriteBuf, giveSize int) {
 		t.Fatalf("ping: %v", err)
 	}
 	// The server drops the socket right after its 1009: an echo of the
-	// close frame could meet a reset, and gorilla would report that
-	// write's error instead of the close.
+	// close frame, or a pong, could meet a reset, and gorilla would report
+	// that write's error instead of the close.
 	c.SetCloseHandler(func(int, string) error { return nil })
+	c.SetPingHandler(func(data string) error {
+		_ = c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(waitTimeout))
+		return nil
+	})
 	cl := pump(c)
 	rec := newRecorder(t)
 	m := rec.message([]byte("still here"))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -118,6 +119,7 @@ func (p *Poller) loop(s *epollSet) {
 	defer p.running.Done()
 	defer s.close()
 	var events [256]unix.EpollEvent
+	op := newReadOp() // the loop's own, for the first read of each event
 	for {
 		n, err := unix.EpollWait(s.fd, events[:], -1)
 		if err != nil {
@@ -134,16 +136,20 @@ func (p *Poller) loop(s *epollSet) {
 			if id == wakeID {
 				return
 			}
-			p.dispatch(s, id, events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+			p.dispatch(s, op, id, events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 		}
 	}
 }
 
-// dispatch starts a read of connection id's readable socket, unless one
-// runs (which then reads once more) or Stop took the connection out: on a
-// reader goroutine that finished another socket's read and waits for
-// more, or a new one.
-func (p *Poller) dispatch(s *epollSet, id uint64, hup bool) {
+// dispatch reads connection id's readable socket, unless a read runs
+// (which then reads once more) or Stop took the connection out. The first
+// read happens here, on the epoll loop: most events are one small frame,
+// the pong to a ping, and handing each to another goroutine would cost
+// more than reading it. What the first read does not finish (a client
+// sending more than one buffer) goes on on a reader goroutine that
+// finished another socket's read and waits for more, or a new one, so a
+// busy client cannot hold up the loop.
+func (p *Poller) dispatch(s *epollSet, op *readOp, id uint64, hup bool) {
 	p.mu.Lock()
 	r := p.readers[id]
 	start := r != nil && r.claim(hup)
@@ -152,6 +158,10 @@ func (p *Poller) dispatch(s *epollSet, id uint64, hup bool) {
 	}
 	p.mu.Unlock()
 	if !start {
+		return
+	}
+	if p.step(r, op) {
+		r.reads.Done()
 		return
 	}
 	select {
@@ -238,32 +248,42 @@ func (p *Poller) reader(j readJob) {
 // the end of the stream once the peer hung up), again if an event came
 // meanwhile, then leaves it idle for the next event. A client that keeps
 // sending yields the goroutine every maxReadsPerWake reads.
-func (p *Poller) read(r *Reader, s *epollSet) {
+func (p *Poller) read(r *Reader, _ *epollSet) {
 	defer r.reads.Done()
-	defer r.recoverPanic()
 	op := p.ops.Get().(*readOp)
 	defer p.ops.Put(op)
-	for reads := 1; ; reads++ {
-		n, err := op.read(r)
-		if err != nil {
-			r.state.Store(readOver)
-			r.c.Gone(err)
-			return
-		}
-		if n > 0 && !r.feed(op.buf[:n]) {
-			r.state.Store(readOver)
-			return
-		}
-		if n == len(op.buf) || n > 0 && r.state.Load()&hangUp != 0 {
-			if reads%maxReadsPerWake == 0 {
-				runtime.Gosched()
-			}
-			continue // more may wait, and no event will say so
-		}
-		if r.settle() {
-			return
+	for reads := 1; !p.step(r, op); reads++ {
+		if reads%maxReadsPerWake == 0 {
+			runtime.Gosched()
 		}
 	}
+}
+
+// step reads r's socket once and hands what came to r's Conn; it reports
+// whether this read is finished: the socket is drained and r idle, or
+// reading is over. A panic in the Conn ends r's reading only.
+func (p *Poller) step(r *Reader, op *readOp) (finished bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.state.Store(readOver)
+			r.c.Gone(&PanicError{Value: v, Stack: debug.Stack()})
+			finished = true
+		}
+	}()
+	n, err := op.read(r)
+	if err != nil {
+		r.state.Store(readOver)
+		r.c.Gone(err)
+		return true
+	}
+	if n > 0 && !r.feed(op.buf[:n]) {
+		r.state.Store(readOver)
+		return true
+	}
+	if n == len(op.buf) || n > 0 && r.state.Load()&hangUp != 0 {
+		return false // more may wait, and no event will say so
+	}
+	return r.settle()
 }
 
 // readOp is what one read of a readable socket needs: the buffer, and the
