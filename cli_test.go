@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/e2e/harness"
 	"github.com/pusher-io/pusher/wire"
 )
 
@@ -97,21 +98,21 @@ func TestCLITokenVerifies(t *testing.T) {
 func TestCLIAgainstARunningPusher(t *testing.T) {
 	p := startNode(t)
 	env := map[string]string{"PUSHER_NATS_URL": p.natsURL}
-	c := p.dial(t, "cli-user")
+	c := harness.DialWS(t, p.httpAddr, "cli-user")
 
 	code, out, _ := cli(t, env, "pub", "cli-user", "from the CLI")
 	if code != 0 || !strings.Contains(out, "published push.cli-user seq 1") {
 		t.Fatalf("pub: %d %q", code, out)
 	}
-	if _, got := read(t, c, 5*time.Second); string(got) != "from the CLI" {
+	if _, got := harness.Read(t, c, 5*time.Second); string(got) != "from the CLI" {
 		t.Fatalf("got %q", got)
 	}
 
 	// Two dead letters for a user who is away, one of them binary.
-	_, js := p.natsClient(t)
-	publish(t, js, "push.away", []byte("first  line\nsecond line"))
-	publish(t, js, "push.away", []byte{0xff, 0xfe})
-	waitFor(t, 10*time.Second, "2 dead letters", holds(js, wire.DLQStreamName, "dlq.push.away", 2))
+	_, js := harness.Connect(t, p.natsURL)
+	harness.Publish(t, js, "push.away", []byte("first  line\nsecond line"))
+	harness.Publish(t, js, "push.away", []byte{0xff, 0xfe})
+	harness.WaitStreamMsgs(t, 10*time.Second, js, wire.DLQStreamName, "dlq.push.away", 2)
 	code, out, errOut := cli(t, env, "dlq", "list")
 	if code != 0 || !strings.Contains(out, "REASON") || !strings.Contains(out, `"first line second line"`) ||
 		!strings.Contains(out, "<2 bytes binary>") || !strings.Contains(errOut, "2 dead letters") {
@@ -139,7 +140,7 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 
 	// Something that is not a dead letter in PUSH_DLQ (no Pusher-* headers):
 	// listed as MALFORMED, skipped by replay, left in place, nothing crashes.
-	publish(t, js, "dlq.push.junk", []byte("not a dead letter"))
+	harness.Publish(t, js, "dlq.push.junk", []byte("not a dead letter"))
 	code, out, _ = cli(t, env, "dlq", "list", "--uid", "junk")
 	if code != 0 || !strings.Contains(out, "MALFORMED") {
 		t.Fatalf("dlq list of a malformed dead letter: %d %q", code, out)
@@ -148,8 +149,8 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "replayed 0 dead letters, skipped 1 malformed") {
 		t.Fatalf("dlq replay of a malformed dead letter: %d %q", code, out)
 	}
-	if n, err := streamMsgs(js, wire.DLQStreamName, "dlq.push.junk"); err != nil || n != 1 {
-		t.Fatalf("malformed dead letter count %d (%v), want it left in place", n, err)
+	if n := harness.StreamMsgs(t, js, wire.DLQStreamName, "dlq.push.junk"); n != 1 {
+		t.Fatalf("malformed dead letter count %d, want it left in place", n)
 	}
 
 	code, out, _ = cli(t, env, "kick", "cli-user")

@@ -26,7 +26,7 @@ func BenchmarkPipeline(b *testing.B) {
 		go func(c *client) {
 			defer wg.Done()
 			for {
-				if _, _, err := c.next(time.Minute); err != nil {
+				if _, _, err := c.Next(time.Minute); err != nil {
 					return
 				}
 				received.Add(1)

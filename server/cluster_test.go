@@ -53,10 +53,10 @@ func TestClusterDeliversToTheNodeHoldingTheUID(t *testing.T) {
 	}
 	// No message was retried or dead-lettered on the way.
 	for _, n := range []*node{a, b} {
-		if l := n.logs.find("push.retry", nil); len(l) > 0 {
+		if l := n.logs.Find("push.retry", nil); len(l) > 0 {
 			t.Errorf("retries: %v", l)
 		}
-		if l := n.logs.find("push.deadlettered", nil); len(l) > 0 {
+		if l := n.logs.Find("push.deadlettered", nil); len(l) > 0 {
 			t.Errorf("dead letters: %v", l)
 		}
 	}
@@ -89,7 +89,7 @@ func TestClusterKickReachesEveryNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range conns {
-		if _, _, err := c.next(5 * time.Second); !websocket.IsCloseError(err, 4001) {
+		if _, _, err := c.Next(5 * time.Second); !websocket.IsCloseError(err, 4001) {
 			t.Fatalf("after kick: %v, want 4001", err)
 		}
 	}

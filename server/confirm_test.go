@@ -36,17 +36,18 @@ func confirmConfig(t testing.TB, confirm ws.Confirm) server.Config {
 	return cfg
 }
 
-// dialAt connects uid through hostport (a proxy, or the node itself) as a
-// reading client.
-func (n *node) dialAt(t testing.TB, hostport, uid string) *client {
+// silentUser connects uid through a proxy and silences the link: the
+// user's network is gone, and both sockets stay open. (dialAt returns
+// once the upgrade went through the proxy, so the link exists.)
+func (n *node) silentUser(t testing.TB, uid string) {
 	t.Helper()
-	h := http.Header{"Authorization": {"Bearer " + token(t, uid, time.Hour)}}
-	c, resp, err := websocket.DefaultDialer.Dial("ws://"+hostport+"/ws", h)
+	proxy, err := netfault.Listen(n.Addr().String())
 	if err != nil {
-		t.Fatalf("dial %s via %s: %v (resp %v)", uid, hostport, err, resp)
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return pumpClient(c)
+	t.Cleanup(proxy.Close)
+	n.dialAt(t, proxy.Addr(), uid)
+	proxy.Links()[0].Silence()
 }
 
 // collect gathers what clients receive, by payload.
@@ -58,7 +59,7 @@ type collect struct {
 func (c *collect) from(cl *client) {
 	go func() {
 		for {
-			_, data, err := cl.next(time.Hour)
+			_, data, err := cl.Next(time.Hour)
 			if err != nil {
 				return
 			}
@@ -190,19 +191,7 @@ func TestPhoneSwitch(t *testing.T) {
 func TestUserNeverComesBack(t *testing.T) {
 	n := startNode(t, confirmConfig(t, ws.ConfirmPong))
 	_, js := n.natsClient(t)
-	proxy, err := netfault.Listen(n.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	n.dialAt(t, proxy.Addr(), "gone")
-	waitFor(t, 5*time.Second, "the proxied connection", func() error {
-		if len(proxy.Links()) != 1 {
-			return fmt.Errorf("%d links", len(proxy.Links()))
-		}
-		return nil
-	})
-	proxy.Links()[0].Silence()
+	n.silentUser(t, "gone")
 	start := time.Now()
 	ids := make([]string, 20)
 	for i := range ids {
@@ -237,19 +226,7 @@ func TestHealthyAndSilentConnection(t *testing.T) {
 	cfg.Topology.AckWait = 2 * time.Minute
 	n := startNode(t, cfg)
 	_, js := n.natsClient(t)
-	proxy, err := netfault.Listen(n.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	n.dialAt(t, proxy.Addr(), "two")
-	waitFor(t, 5*time.Second, "the proxied connection", func() error {
-		if len(proxy.Links()) != 1 {
-			return fmt.Errorf("%d links", len(proxy.Links()))
-		}
-		return nil
-	})
-	proxy.Links()[0].Silence()
+	n.silentUser(t, "two")
 	got := &collect{got: map[string]int{}}
 	got.from(n.dialAt(t, n.Addr().String(), "two"))
 	ids := make([]string, 50)
@@ -277,16 +254,16 @@ func TestClientThatNeverAnswersPings(t *testing.T) {
 	}
 	t.Cleanup(func() { raw.Close() })
 	raw.SetPingHandler(func(string) error { return nil }) // reads, never answers
-	mute := pumpClient(raw)
+	mute := harness.NewPump(raw)
 	publish(t, js, "push.mute", []byte("m0"))
 	if _, b := read(t, mute, 5*time.Second); string(b) != "m0" {
 		t.Fatalf("got %q", b)
 	}
-	_, _, err = mute.next(10 * time.Second)
+	_, _, err = mute.Next(10 * time.Second)
 	if !websocket.IsCloseError(err, wire.CloseUnresponsive) {
 		t.Fatalf("connection ended with %v, want close 4004", err)
 	}
-	n.logs.wait(t, 5*time.Second, "ws.unresponsive", map[string]any{"uid": "mute", "unconfirmed": 1})
+	n.logs.Wait(t, 5*time.Second, "ws.unresponsive", map[string]any{"uid": "mute", "unconfirmed": 1})
 	got := &collect{got: map[string]int{}}
 	waitFor(t, 15*time.Second, "m0 in PUSH_DLQ", func() error {
 		if o := account(t, js, []string{"m0"}, got); o.deadLettered != 1 {

@@ -126,7 +126,7 @@ func TestMetrics(t *testing.T) {
 	publish(t, js, "push.m1", []byte("counted"))
 	read(t, c, 5*time.Second)
 	publish(t, js, "push.nobody", []byte("dead"))
-	n.logs.wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
+	n.logs.Wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
 	want := []string{
 		"pusher_connections 1",
 		`pusher_connects_total{result="ok"} 1`,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -45,7 +46,7 @@ func TestDeliversExactPayloadsToEveryConnectionOfTheUID(t *testing.T) {
 	if _, got := read(t, other, 5*time.Second); string(got) != "for 456" {
 		t.Fatalf("uid 456 first frame %q, want its own message", got)
 	}
-	n.logs.wait(t, 5*time.Second, "push.delivered", map[string]any{"uid": "123", "seq": 1})
+	n.logs.Wait(t, 5*time.Second, "push.delivered", map[string]any{"uid": "123", "seq": 1})
 	if strings.Contains(n.logs.String(), testSecret) {
 		t.Fatal("the JWT secret appears in the logs")
 	}
@@ -85,7 +86,7 @@ func TestThousandMessagesArriveInOrder(t *testing.T) {
 			t.Fatalf("message %d: got %q", i, got)
 		}
 	}
-	if len(n.logs.find("push.delivered", nil)) != 0 {
+	if len(n.logs.Find("push.delivered", nil)) != 0 {
 		t.Fatal("QuietDelivered still logged push.delivered")
 	}
 	// Every message was acked: nothing is pending or awaiting ack.
@@ -109,7 +110,7 @@ func TestOfflineIsDeadLetteredThenReplayedOnConnect(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	_, js := n.natsClient(t)
 	seq := publish(t, js, "push.away", []byte("while you were out"))
-	n.logs.wait(t, 10*time.Second, "push.deadlettered", map[string]any{"uid": "away", "reason": "offline"})
+	n.logs.Wait(t, 10*time.Second, "push.deadlettered", map[string]any{"uid": "away", "reason": "offline"})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -187,7 +188,7 @@ func TestKickOverNATSClosesWith4001(t *testing.T) {
 	if string(reply.Data) != `{"closed":1}` {
 		t.Errorf("kick reply %q, want one connection closed", reply.Data)
 	}
-	_, _, err = c.next(5 * time.Second)
+	_, _, err = c.Next(5 * time.Second)
 	if !websocket.IsCloseError(err, 4001) || !strings.Contains(err.Error(), "kicked") {
 		t.Fatalf("read after kick: %v, want close 4001 kicked", err)
 	}
@@ -214,7 +215,7 @@ func TestGracefulShutdownClosesWith1001(t *testing.T) {
 	c := n.dial(t, "bye")
 	closed := make(chan error, 1)
 	go func() {
-		_, _, err := c.next(20 * time.Second)
+		_, _, err := c.Next(20 * time.Second)
 		closed <- err
 	}()
 	n.stop(t)
@@ -224,8 +225,8 @@ func TestGracefulShutdownClosesWith1001(t *testing.T) {
 	if err := <-closed; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Fatalf("client saw %v, want close 1001", err)
 	}
-	n.logs.wait(t, time.Second, "pusher.stopped", nil)
-	if l := n.logs.find("pusher.shutdown_incomplete", nil); len(l) > 0 {
+	n.logs.Wait(t, time.Second, "pusher.stopped", nil)
+	if l := n.logs.Find("pusher.shutdown_incomplete", nil); len(l) > 0 {
 		t.Fatalf("shutdown incomplete: %v", l)
 	}
 }
@@ -247,7 +248,7 @@ func TestWebSocketQueryTokenAndRejection(t *testing.T) {
 	if body["error"] == "" {
 		t.Fatalf("401 without JSON error: %v", body)
 	}
-	n.logs.wait(t, time.Second, "auth.rejected", nil)
+	n.logs.Wait(t, time.Second, "auth.rejected", nil)
 	if strings.Contains(n.logs.String(), "garbage") {
 		t.Fatal("a rejected token appears in the logs")
 	}
@@ -264,7 +265,7 @@ func TestBusyHTTPPortFailsAtOnce(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.HTTPAddr = ln.Addr().String()
 	start := time.Now()
-	_, err = server.New(context.Background(), cfg, newLogger(newLogSink()))
+	_, err = server.New(context.Background(), cfg, newLogger(io.Discard))
 	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("New on a busy port: %v", err)
 	}
@@ -281,7 +282,7 @@ func TestDataDirInUseFailsAtOnce(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.DataDir = cfg1.DataDir
 	start := time.Now()
-	_, err := server.New(context.Background(), cfg, newLogger(newLogSink()))
+	_, err := server.New(context.Background(), cfg, newLogger(io.Discard))
 	if err == nil || !strings.Contains(err.Error(), "in use by another pusher") {
 		t.Fatalf("New on a data dir in use: %v", err)
 	}
@@ -307,7 +308,7 @@ func TestBusyNATSPortFailsAtOnce(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.NATSListen = ln.Addr().String()
 	start := time.Now()
-	_, err = server.New(context.Background(), cfg, newLogger(newLogSink()))
+	_, err = server.New(context.Background(), cfg, newLogger(io.Discard))
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("New on a busy NATS port: %v", err)
 	}
@@ -332,7 +333,7 @@ func TestConfigErrorsCloseWhatWasBuilt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t)
 			tt.give(&cfg)
-			_, err := server.New(context.Background(), cfg, newLogger(newLogSink()))
+			_, err := server.New(context.Background(), cfg, newLogger(io.Discard))
 			var ce *server.ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("New: %v, want a ConfigError", err)
@@ -348,5 +349,5 @@ func TestShortAckWaitIsWarnedAbout(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Topology.AckWait = 15 * time.Second
 	n := startNode(t, cfg)
-	n.logs.wait(t, time.Second, "config.ack_wait_short", map[string]any{"ack_wait": 15})
+	n.logs.Wait(t, time.Second, "config.ack_wait_short", map[string]any{"ack_wait": 15})
 }

@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/e2e/harness"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws/internal/intake"
@@ -437,36 +438,13 @@ func seqPayload(seq uint64, size int) []byte {
 	return b
 }
 
-// client reads its connection all the time, as a browser does, so that
-// its reads answer pings, which confirm delivery, whatever the test is
-// doing. Data messages, then the error that ended the connection, arrive
-// on msgs.
-type client struct {
-	*websocket.Conn
-	msgs chan readResult
-}
-
-type readResult struct {
-	typ  int
-	data []byte
-	err  error
-}
+// client is a connection read all the time, as a browser reads, so its
+// reads answer pings, which confirm delivery, whatever the test is doing.
+type client = harness.Pump
 
 // pump starts reading c; the reader stops when c ends (the test's
-// cleanup closes it).
-func pump(c *websocket.Conn) *client {
-	cl := &client{Conn: c, msgs: make(chan readResult, 4096)}
-	go func() {
-		for {
-			typ, data, err := c.ReadMessage()
-			cl.msgs <- readResult{typ, data, err}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return cl
-}
+// cleanup closes it). Set c's handlers first.
+var pump = harness.NewPump
 
 // open connects uid as a reading client.
 func (ts *testServer) open(tb testing.TB, uid string) *client {
@@ -477,17 +455,7 @@ func (ts *testServer) open(tb testing.TB, uid string) *client {
 // readMessage returns the next message, or the error that ended the
 // connection, within waitTimeout. It does not touch a testing.TB, so any
 // goroutine may call it.
-func readMessage(c *client) (int, []byte, error) {
-	select {
-	case r := <-c.msgs:
-		if r.err != nil {
-			c.msgs <- r // every later read sees it too
-		}
-		return r.typ, r.data, r.err
-	case <-time.After(waitTimeout):
-		return 0, nil, fmt.Errorf("no message within %s", waitTimeout)
-	}
-}
+func readMessage(c *client) (int, []byte, error) { return c.Next(waitTimeout) }
 
 // wantMessage reads one message and asserts its type and bytes.
 func wantMessage(tb testing.TB, c *client, typ int, data []byte) {

@@ -379,3 +379,48 @@ func (r *Recorder) AwaitReceived(want map[string]struct{}, timeout time.Duration
 		return nil
 	})
 }
+
+// Pump is a client connection read all the time, as a browser reads: its
+// reads answer the server's pings, which is how pusher confirms delivery,
+// whatever the test is doing meanwhile. Data messages, then the error
+// that ended the connection, come out of Next. Set handlers (SetPingHandler
+// and the like) before NewPump: the reading starts at once.
+type Pump struct {
+	*websocket.Conn
+	msgs chan pumped
+}
+
+type pumped struct {
+	typ  int
+	data []byte
+	err  error
+}
+
+// NewPump starts reading c; the reader ends with c.
+func NewPump(c *websocket.Conn) *Pump {
+	p := &Pump{Conn: c, msgs: make(chan pumped, 4096)}
+	go func() {
+		for {
+			typ, data, err := c.ReadMessage()
+			p.msgs <- pumped{typ, data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// Next returns the next message, or the error that ended the connection
+// (every call after the end returns it too), within timeout.
+func (p *Pump) Next(timeout time.Duration) (int, []byte, error) {
+	select {
+	case m := <-p.msgs:
+		if m.err != nil {
+			p.msgs <- m
+		}
+		return m.typ, m.data, m.err
+	case <-time.After(timeout):
+		return 0, nil, fmt.Errorf("no message within %s", timeout)
+	}
+}

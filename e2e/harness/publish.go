@@ -112,13 +112,19 @@ func streamMsgs(js jetstream.JetStream, stream, filter string) (uint64, error) {
 // WaitStreamMsgs waits until stream holds want messages under filter.
 func WaitStreamMsgs(t testing.TB, timeout time.Duration, js jetstream.JetStream, stream, filter string, want uint64) {
 	t.Helper()
-	WaitFor(t, timeout, fmt.Sprintf("%d messages in %s under %s", want, stream, filter), func() error {
+	WaitFor(t, timeout, fmt.Sprintf("%d messages in %s under %s", want, stream, filter), StreamHolds(js, stream, filter, want))
+}
+
+// StreamHolds is a WaitFor condition: stream holds want messages under
+// filter.
+func StreamHolds(js jetstream.JetStream, stream, filter string, want uint64) func() error {
+	return func() error {
 		n, err := streamMsgs(js, stream, filter)
 		if err == nil && n != want {
 			err = fmt.Errorf("%d there", n)
 		}
 		return err
-	})
+	}
 }
 
 // Publisher publishes messages asynchronously with Nats-Msg-Id set and
