@@ -319,7 +319,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	c.ws, c.started = wsConn, h.now()
 	c.startTimerLocked(exp)
 	// Under mu, so no end, and so no Stop, comes before it.
-	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c)
+	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c, false)
 	c.startWriterLocked() // anything routed or a Close during the upgrade
 	c.mu.Unlock()
 	if h.cfg.OnConnect != nil {

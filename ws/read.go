@@ -101,3 +101,7 @@ func (c *conn) answer(code int, reason string, msg []byte) {
 		c.endLocked(code, reason)
 	}
 }
+
+// Message implements intake.Conn. Raw clients' messages are not asked
+// for (Watch), so none comes yet.
+func (c *conn) Message(bool, []byte) {}

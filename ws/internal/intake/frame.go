@@ -3,6 +3,7 @@ package intake
 import (
 	"encoding/binary"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
@@ -25,25 +26,40 @@ import (
 // no RSV bits (no extension is negotiated), known opcodes, control frames
 // unfragmented and at most 125 bytes, continuation frames only inside a
 // fragmented message, valid close codes and UTF-8 close reasons, and the
-// read limit over a whole message. Message payloads are discarded unread
-// (see feed): pusher is a one-way channel until pusher.v1.
+// read limit over a whole message. A message's payload is discarded
+// unread (raw clients' messages are ignored), unless collect is set
+// (pusher.v1 clients): then it is gathered, up to the limit, and reported
+// when its last frame ends; a text message must be valid UTF-8 (1007).
 //
-// It is a value inside each connection's Reader, so it is kept small:
-// a control payload is allocated only while one is being read.
+// It is a value inside each connection's Reader, so it is kept small: the
+// lengths fit 32 bits (a data frame over the limit is refused before its
+// length is kept), and a payload buffer is held only while a control frame
+// or a collected message is being read.
 type frameReader struct {
-	limit int64 // most bytes one message may have
+	limit   int32 // most bytes one message may have
+	msgSize int32 // bytes of the current message so far
+	left    uint32
 
 	hdr     [maxFrameHeader]byte
-	hlen    uint8 // header bytes collected so far
-	inFrame bool  // the header is complete; left payload bytes remain
-	op      uint8
 	mask    [4]byte
+	hlen    uint8 // header bytes collected so far
+	op      uint8
 	pos     uint8 // payload bytes of this frame read so far, mod 4
+	inFrame bool  // the header is complete; left payload bytes remain
 	msgOpen bool  // a fragmented message awaits its continuation frames
-	left    uint64
-	ctl     []byte // ping, pong or close payload, unmasked; nil otherwise
-	msgSize int64  // bytes of the current message so far
+	msgText bool  // the current message is text
+	collect bool  // gather messages (pusher.v1) instead of skipping them
+
+	ctl []byte  // ping, pong or close payload, unmasked; nil otherwise
+	msg *msgBuf // the message being collected; nil otherwise
 }
+
+// msgBuf gathers one collected message. Buffers are pooled: a client
+// message is an ack or a token refresh, and a connection holds one only
+// while a message is arriving.
+type msgBuf struct{ b []byte }
+
+var msgBufs = sync.Pool{New: func() any { return &msgBuf{b: make([]byte, 0, 512)} }}
 
 const (
 	maxFrameHeader = 2 + 8 + 4 // first two bytes, 64-bit length, mask key
@@ -54,10 +70,11 @@ const (
 type frameEvent uint8
 
 const (
-	frameNone  frameEvent = iota // nothing; keep feeding
-	framePing                    // answer with a pong carrying control()
-	framePong                    // the client answered a ping with control()
-	frameClose                   // the client closed; see closeFrame()
+	frameNone    frameEvent = iota // nothing; keep feeding
+	framePing                      // answer with a pong carrying control()
+	framePong                      // the client answered a ping with control()
+	frameClose                     // the client closed; see closeFrame()
+	frameMessage                   // a collected message ended; see message()
 )
 
 // protocolError is a client frame RFC 6455 forbids; the connection ends
@@ -71,7 +88,10 @@ func (e *protocolError) Error() string {
 	return "websocket: " + e.Text + " (close " + strconv.Itoa(e.Code) + ")"
 }
 
-var errTooBig = &protocolError{Code: websocket.CloseMessageTooBig, Text: "message too big"}
+var (
+	errTooBig  = &protocolError{Code: websocket.CloseMessageTooBig, Text: "message too big"}
+	errNotUTF8 = &protocolError{Code: websocket.CloseInvalidFramePayloadData, Text: "text message is not UTF-8"}
+)
 
 func protoErr(text string) error {
 	return &protocolError{Code: websocket.CloseProtocolError, Text: text}
@@ -94,18 +114,19 @@ func (f *frameReader) feed(b []byte) (ev frameEvent, n int, err error) {
 			}
 		} else {
 			k := len(b) - n
-			if uint64(k) > f.left {
+			if uint32(k) > f.left {
 				k = int(f.left)
 			}
-			// Only a control frame's payload is kept. A data frame's is
-			// skipped, as raw clients' messages are ignored; pusher.v1
-			// (issue 12) collects it here, up to limit, and endFrame
-			// reports the message when its final frame ends.
-			if f.ctl != nil {
-				f.appendControl(b[n : n+k])
+			// A control frame's payload is kept, and a collected
+			// message's; otherwise a data frame's is skipped.
+			switch {
+			case f.ctl != nil:
+				f.ctl = f.unmask(f.ctl, b[n:n+k])
+			case f.msg != nil:
+				f.msg.b = f.unmask(f.msg.b, b[n:n+k])
 			}
 			f.pos = uint8((int(f.pos) + k) & 3)
-			f.left -= uint64(k)
+			f.left -= uint32(k)
 			n += k
 			if f.left > 0 {
 				continue
@@ -216,18 +237,26 @@ func (f *frameReader) startFrame(hlen uint8) error {
 	}
 	copy(f.mask[:], f.hdr[hlen-4:hlen])
 	f.op = b0 & 0x0f
-	f.hlen, f.pos, f.left, f.inFrame, f.ctl = 0, 0, length, true, nil
+	f.hlen, f.pos, f.inFrame, f.ctl = 0, 0, true, nil
 	fin := b0&0x80 != 0
+	if f.op == opText || f.op == opBinary {
+		f.msgSize, f.msgText = 0, f.op == opText
+		if f.collect {
+			f.msg = msgBufs.Get().(*msgBuf)
+		}
+	}
 	switch f.op {
 	case opText, opBinary, opContinuation:
-		if f.op != opContinuation {
-			f.msgSize = 0
-		}
 		if length > uint64(f.limit-f.msgSize) {
 			return errTooBig
 		}
-		f.msgSize += int64(length)
+		f.left = uint32(length)
+		f.msgSize += int32(length)
 		f.msgOpen = !fin
+		return nil
+	}
+	f.left = uint32(length) // a control frame: at most 125
+	switch f.op {
 	case opPong:
 		// A pong answers every batch pusher writes, so it must not
 		// allocate: its payload (8 bytes for pusher's pings) is gathered
@@ -246,12 +275,14 @@ func (f *frameReader) startFrame(hlen uint8) error {
 	return nil
 }
 
-func (f *frameReader) appendControl(p []byte) {
-	start := len(f.ctl)
-	f.ctl = append(f.ctl, p...)
+// unmask appends p, unmasked, to dst.
+func (f *frameReader) unmask(dst, p []byte) []byte {
+	start := len(dst)
+	dst = append(dst, p...)
 	for i := range p {
-		f.ctl[start+i] ^= f.mask[(int(f.pos)+i)&3]
+		dst[start+i] ^= f.mask[(int(f.pos)+i)&3]
 	}
+	return dst
 }
 
 // endFrame finishes the frame whose payload is complete.
@@ -276,6 +307,14 @@ func (f *frameReader) endFrame() (frameEvent, error) {
 			}
 		}
 		return frameClose, nil
+	case opText, opBinary, opContinuation:
+		if f.msgOpen || f.msg == nil {
+			return frameNone, nil
+		}
+		if f.msgText && !utf8.Valid(f.msg.b) {
+			return frameNone, errNotUTF8
+		}
+		return frameMessage, nil
 	}
 	return frameNone, nil
 }
@@ -293,9 +332,27 @@ func (f *frameReader) closeFrame() (int, string) {
 	return int(binary.BigEndian.Uint16(f.ctl)), string(f.ctl[2:])
 }
 
+// message is the collected message just reported: whether it is text,
+// and its payload, valid until releaseMessage.
+func (f *frameReader) message() (text bool, payload []byte) { return f.msgText, f.msg.b }
+
 // release lets go of the last control payload, so an idle connection
 // holds none.
 func (f *frameReader) release() { f.ctl = nil }
+
+// releaseMessage gives the last collected message's buffer back.
+func (f *frameReader) releaseMessage() {
+	if f.msg != nil {
+		f.msg.b = f.msg.b[:0]
+		if cap(f.msg.b) <= maxPooledMessage {
+			msgBufs.Put(f.msg)
+		}
+		f.msg = nil
+	}
+}
+
+// maxPooledMessage is the largest message buffer kept for reuse.
+const maxPooledMessage = 64 << 10
 
 // validCloseCode reports whether a client may send code (RFC 6455 7.4 and
 // the IANA registry); gorilla accepts the same set.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -46,9 +48,14 @@ type event struct {
 // feedAll feeds stream in chunks of the given sizes (cycled; the rest in
 // one piece when sizes is empty) and collects the events up to the first
 // error, checking feed's contract on the way.
-func feedAll(t *testing.T, limit int64, stream []byte, sizes []int) []event {
+func feedAll(t *testing.T, limit int32, stream []byte, sizes []int) []event {
 	t.Helper()
-	f := frameReader{limit: limit}
+	return feedWith(t, frameReader{limit: limit}, stream, sizes)
+}
+
+// feedWith is feedAll with a frameReader set up by the caller (collect).
+func feedWith(t *testing.T, f frameReader, stream []byte, sizes []int) []event {
+	t.Helper()
 	var got []event
 	for i := 0; len(stream) > 0; i++ {
 		size := len(stream)
@@ -81,6 +88,10 @@ func feedAll(t *testing.T, limit int64, stream []byte, sizes []int) []event {
 				code, reason := f.closeFrame()
 				got = append(got, event{kind: ev, code: code, reason: reason})
 				f.release()
+			case frameMessage:
+				text, payload := f.message()
+				got = append(got, event{kind: ev, payload: string(payload), code: map[bool]int{true: opText, false: opBinary}[text]})
+				f.releaseMessage()
 			}
 		}
 	}
@@ -94,7 +105,7 @@ func TestFrameReader(t *testing.T) {
 	big := bytes.Repeat([]byte("y"), 70_000) // a 64-bit length
 	tests := []struct {
 		name   string
-		limit  int64
+		limit  int32
 		stream []byte
 		want   []event
 	}{
@@ -240,20 +251,35 @@ func FuzzFrameReader(f *testing.F) {
 	f.Add(append(clientFrame(false, opText, []byte("ab"), key), clientFrame(true, opContinuation, []byte("cd"), key)...), uint8(2))
 	f.Add([]byte{0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4}, uint8(5))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		whole := feedAll(t, 64, stream, nil)
-		pieces := feedAll(t, 64, stream, []int{int(chunk%16) + 1})
-		if !equalEvents(whole, pieces) {
-			t.Fatalf("whole %+v, in pieces of %d %+v", whole, chunk%16+1, pieces)
-		}
-		for _, ev := range whole {
-			if len(ev.payload) > maxControl || len(ev.reason) > maxControl-2 {
-				t.Fatalf("control payload over 125 bytes: %+v", ev)
+		for _, collect := range []bool{false, true} {
+			whole := feedWith(t, frameReader{limit: 64, collect: collect}, stream, nil)
+			pieces := feedWith(t, frameReader{limit: 64, collect: collect}, stream, []int{int(chunk%16) + 1})
+			if !equalEvents(whole, pieces) {
+				t.Fatalf("collect %v: whole %+v, in pieces of %d %+v", collect, whole, chunk%16+1, pieces)
 			}
-			if ev.kind == frameClose && ev.code != websocket.CloseNoStatusReceived && !validCloseCode(ev.code) {
-				t.Fatalf("close code %d passed", ev.code)
+			for _, ev := range whole {
+				checkEvent(t, ev, collect)
 			}
 		}
 	})
+}
+
+// checkEvent holds one event to the reader's promises.
+func checkEvent(t *testing.T, ev event, collect bool) {
+	t.Helper()
+	switch ev.kind {
+	case framePing, framePong, frameClose:
+		if len(ev.payload) > maxControl || len(ev.reason) > maxControl-2 {
+			t.Fatalf("control payload over 125 bytes: %+v", ev)
+		}
+		if ev.kind == frameClose && ev.code != websocket.CloseNoStatusReceived && !validCloseCode(ev.code) {
+			t.Fatalf("close code %d passed", ev.code)
+		}
+	case frameMessage:
+		if !collect || len(ev.payload) > 64 || ev.code == opText && !utf8.ValidString(ev.payload) {
+			t.Fatalf("message reported: %+v (collect %v)", ev, collect)
+		}
+	}
 }
 
 // TestPongDoesNotAllocate: a pong comes back for every batch pusher
@@ -270,5 +296,58 @@ func TestPongDoesNotAllocate(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(1000, read); allocs != 0 {
 		t.Fatalf("reading a pong allocates %.1f times, want 0", allocs)
+	}
+}
+
+// TestFrameReaderCollects: with collect set (pusher.v1 clients) a data
+// message is reassembled from its fragments, control frames in between
+// included, unmasked, and reported once its last frame ended; a text
+// message must be UTF-8 (1007); the limit holds over the whole message.
+func TestFrameReaderCollects(t *testing.T) {
+	key := [4]byte{0x01, 0x02, 0x03, 0x04}
+	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
+	tests := []struct {
+		name   string
+		stream []byte
+		want   []event
+	}{
+		{name: "text", stream: clientFrame(true, opText, []byte(`{"ack":[1]}`), key),
+			want: []event{{kind: frameMessage, payload: `{"ack":[1]}`, code: opText}}},
+		{name: "binary, not UTF-8", stream: clientFrame(true, opBinary, []byte{0xff, 0xfe}, key),
+			want: []event{{kind: frameMessage, payload: "\xff\xfe", code: opBinary}}},
+		{name: "fragments with a ping between", stream: cat(
+			clientFrame(false, opText, []byte(`{"ack":`), key),
+			clientFrame(true, opPing, []byte("p"), key),
+			clientFrame(false, opContinuation, []byte(`[1,`), key),
+			clientFrame(true, opContinuation, []byte(`2]}`), key)),
+			want: []event{{kind: framePing, payload: "p"}, {kind: frameMessage, payload: `{"ack":[1,2]}`, code: opText}}},
+		{name: "two messages", stream: cat(
+			clientFrame(true, opText, []byte("a"), key),
+			clientFrame(true, opText, []byte("b"), key)),
+			want: []event{{kind: frameMessage, payload: "a", code: opText}, {kind: frameMessage, payload: "b", code: opText}}},
+		{name: "text not UTF-8", stream: clientFrame(true, opText, []byte("ok \xff"), key),
+			want: []event{{errCode: websocket.CloseInvalidFramePayloadData}}},
+		{name: "text not UTF-8 across fragments", stream: cat(
+			clientFrame(false, opText, []byte("\xe4\xb8"), key),
+			clientFrame(true, opContinuation, []byte("x"), key)),
+			want: []event{{errCode: websocket.CloseInvalidFramePayloadData}}},
+		{name: "a rune split across fragments is fine", stream: cat(
+			clientFrame(false, opText, []byte("\xe4\xb8"), key),
+			clientFrame(true, opContinuation, []byte("\x96"), key)),
+			want: []event{{kind: frameMessage, payload: "\xe4\xb8\x96", code: opText}}},
+		{name: "over the limit in fragments", stream: cat(
+			clientFrame(false, opText, []byte("1234567890"), key),
+			clientFrame(true, opContinuation, []byte("1234567"), key)),
+			want: []event{{errCode: websocket.CloseMessageTooBig}}},
+	}
+	for _, tt := range tests {
+		for _, sizes := range [][]int{nil, {1}, {3, 7}} {
+			t.Run(fmt.Sprintf("%s/chunks %v", tt.name, sizes), func(t *testing.T) {
+				got := feedWith(t, frameReader{limit: 16, collect: true}, tt.stream, sizes)
+				if !equalEvents(got, tt.want) {
+					t.Fatalf("events %+v, want %+v", got, tt.want)
+				}
+			})
+		}
 	}
 }

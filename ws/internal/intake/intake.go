@@ -10,6 +10,7 @@ package intake
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -29,9 +30,8 @@ import (
 // goroutine that reads the socket, so they must not block, and must not
 // call Stop, which waits for them.
 //
-// Complete data messages (pusher.v1's acks and refreshes, issue 12) are to
-// come as one more call, Message(text bool, payload []byte), reported by
-// frameReader when a message's last frame ends; today they are discarded.
+// Data messages are reported, with Message, only for connections watched
+// with messages set (pusher.v1 clients); others' are read and discarded.
 type Conn interface {
 	// Heard: bytes arrived, so the client is alive. It comes before the
 	// frames those bytes complete.
@@ -45,6 +45,10 @@ type Conn interface {
 	// several pings (RFC 6455 5.5.3), so a pong confirms every ping up to
 	// the one it echoes.
 	Ponged(payload []byte)
+	// Message: a complete data message came (text is valid UTF-8, or a
+	// text message violates with 1007); payload, at most MaxMessageSize
+	// bytes, is valid only during the call.
+	Message(text bool, payload []byte)
 	// ClientClosed: the client's close frame came, with code (1005 when
 	// it had none) and reason. Reading is over.
 	ClientClosed(code int, reason string)
@@ -90,7 +94,8 @@ type Reader struct {
 // Config tunes a Poller.
 type Config struct {
 	// MaxMessageSize is the most bytes one client message may have; a
-	// longer one is Violated with 1009. It must be positive.
+	// longer one is Violated with 1009. It must be positive (and is
+	// capped at 2 GiB).
 	MaxMessageSize int64
 	// Goroutines reads every connection with a goroutine of its own, as
 	// where there is no epoll, so tests can cover that path on Linux.
@@ -149,11 +154,12 @@ func NewPoller(running *sync.WaitGroup, log *zap.Logger, cfg Config) *Poller {
 // Watch starts reading nc, the socket of connection c, whose id is unique
 // for the Poller's life, into r. r must be a zero Reader that stays in
 // place (inside c) until Stop(r); from now on c hears what the client
-// sends. Watch returns at once; a socket epoll cannot watch gets a
-// goroutine.
-func (p *Poller) Watch(r *Reader, nc net.Conn, id uint64, c Conn) {
+// sends, its data messages too when messages is set. Watch returns at
+// once; a socket epoll cannot watch gets a goroutine.
+func (p *Poller) Watch(r *Reader, nc net.Conn, id uint64, c Conn, messages bool) {
 	r.c, r.nc, r.id = c, nc, id
-	r.frames.limit = p.cfg.MaxMessageSize
+	r.frames.limit = int32(min(p.cfg.MaxMessageSize, math.MaxInt32))
+	r.frames.collect = messages
 	if !p.cfg.Goroutines && p.add(r) == nil {
 		return
 	}
@@ -214,6 +220,10 @@ func (r *Reader) feed(b []byte) bool {
 			payload := r.frames.control()
 			r.frames.release()
 			r.c.Ponged(payload)
+		case frameMessage:
+			text, payload := r.frames.message()
+			r.c.Message(text, payload)
+			r.frames.releaseMessage()
 		case frameClose:
 			code, reason := r.frames.closeFrame()
 			r.frames.release()

@@ -30,9 +30,10 @@ var modes = []struct {
 // recorder is a Conn that reports every call but Heard on a channel, as
 // text, and counts Heard.
 type recorder struct {
-	heard  atomic.Int64
-	events chan string
-	panics bool // Pinged panics
+	heard    atomic.Int64
+	events   chan string
+	panics   bool // Pinged panics
+	messages bool // watched with messages: they are reported
 }
 
 func newRecorder() *recorder { return &recorder{events: make(chan string, 64)} }
@@ -45,6 +46,13 @@ func (r *recorder) Pinged(p []byte) {
 	r.events <- "ping " + string(p)
 }
 func (r *recorder) Ponged(p []byte) { r.events <- "pong " + string(p) }
+func (r *recorder) Message(text bool, p []byte) {
+	kind := "binary"
+	if text {
+		kind = "text"
+	}
+	r.events <- kind + " " + string(p)
+}
 func (r *recorder) ClientClosed(code int, reason string) {
 	r.events <- fmt.Sprintf("close %d %s", code, reason)
 }
@@ -125,7 +133,7 @@ func (rg *rig) watch(tb testing.TB, rec *recorder) *watched {
 	}
 	rg.nextID++
 	w := &watched{client: client, rec: rec}
-	rg.poller.Watch(&w.r, server, rg.nextID, rec)
+	rg.poller.Watch(&w.r, server, rg.nextID, rec, rec.messages)
 	w.stop = sync.OnceFunc(func() { rg.poller.Stop(&w.r) })
 	tb.Cleanup(func() { w.stop(); _ = client.Close() })
 	return w
