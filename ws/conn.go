@@ -89,7 +89,7 @@ type conn struct {
 	v1 *v1State
 	// pong, when set, is due: the payload of the client's last ping (a
 	// pointer, as clients rarely ping and every connection carries it).
-	pong *[]byte
+	pong     *[]byte
 	closeMsg []byte // our close frame's payload; set on leaving open
 	// endCode and endReason say how the connection ended, for the log;
 	// the first event that decides it sets them.
