@@ -31,7 +31,14 @@ type Topology struct {
 	// MaxAckPending caps unacked deliveries; default 65536, so acking after
 	// the write never stalls throughput.
 	MaxAckPending int
+	// DLQMaxPerUID is how many dead letters PUSH_DLQ keeps per uid, the
+	// oldest discarded first (MaxMsgsPerSubject), so a week away cannot
+	// flood a reconnect; default DefaultDLQMaxPerUID, negative unlimited.
+	DLQMaxPerUID int
 }
+
+// DefaultDLQMaxPerUID is Topology.DLQMaxPerUID's default.
+const DefaultDLQMaxPerUID = 1000
 
 const duplicateWindow = 2 * time.Minute
 
@@ -50,6 +57,12 @@ func (t Topology) withDefaults() (Topology, error) {
 	}
 	if t.MaxAckPending == 0 {
 		t.MaxAckPending = 65536
+	}
+	switch {
+	case t.DLQMaxPerUID == 0:
+		t.DLQMaxPerUID = DefaultDLQMaxPerUID
+	case t.DLQMaxPerUID < 0:
+		t.DLQMaxPerUID = -1 // JetStream's "unlimited"
 	}
 	switch {
 	case t.Replicas < 1 || t.Replicas > 5:
@@ -91,9 +104,11 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      t.DLQRetention,
-		Duplicates:  duplicateWindow,
-		Replicas:    t.Replicas,
-		AllowDirect: true, // replay-on-connect looks up a uid's dead letters on every connect
+		// One subject per uid: the cap is per user.
+		MaxMsgsPerSubject: int64(t.DLQMaxPerUID),
+		Duplicates:        duplicateWindow,
+		Replicas:          t.Replicas,
+		AllowDirect:       true, // replay-on-connect looks up a uid's dead letters on every connect
 	}}
 	for _, cfg := range streams {
 		if err := ensureStream(ctx, js, cfg); err != nil {
@@ -131,7 +146,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		have := s.CachedInfo().Config
 		if slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
 			have.Duplicates == want.Duplicates && have.Replicas == want.Replicas &&
-			have.AllowDirect == want.AllowDirect && have.Storage == want.Storage {
+			have.AllowDirect == want.AllowDirect && have.Storage == want.Storage &&
+			normPerSubject(have.MaxMsgsPerSubject) == normPerSubject(want.MaxMsgsPerSubject) {
 			return nil
 		}
 		_, err = js.UpdateStream(ctx, want)
@@ -141,6 +157,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	}
 	return nil
 }
+
+// normPerSubject folds the server's spellings of "no limit" (0 and -1).
+func normPerSubject(n int64) int64 { return max(n, 0) }
 
 // ensureConsumer is ensureStream for the durable consumer.
 func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {

@@ -36,3 +36,24 @@ const (
 	ReasonUnconfirmed      = "unconfirmed"
 	ReasonDeadLetterFailed = "deadletter_failed"
 )
+
+// Headers a publisher sets to shape one message's delivery (see Policy).
+// They are kept on its dead letter and on its replay.
+const (
+	// HeaderTTL: a Go duration ("90s", "1h") or whole seconds ("90"); a
+	// message older than that, from its first JetStream publish time, is
+	// dropped as ReasonExpired instead of delivered or replayed.
+	HeaderTTL = "Pusher-TTL"
+	// HeaderOffline: "drop" drops the message as ReasonOfflineDropped when
+	// the user has no live connection, instead of dead-lettering it;
+	// "store" (the default) dead-letters it for replay.
+	HeaderOffline = "Pusher-Offline"
+)
+
+// Reasons a message is dropped on purpose, by its publisher's policy:
+// the reason of push.dropped and of
+// pusher_messages_total{outcome="dropped"}.
+const (
+	ReasonExpired        = "expired"
+	ReasonOfflineDropped = "offline_dropped"
+)
