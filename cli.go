@@ -61,6 +61,8 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 	f := newFlagSet("pub", "pub U MESSAGE", env)
 	nf := addNATSFlags(f, "NATS server URLs", defaultNATSURL)
 	msgID := f.String("id", "", "", "Nats-Msg-Id for de-duplication within 2 minutes")
+	ttl := f.String("ttl", "", "", "Pusher-TTL: drop the message once it is this old (a duration, or seconds)")
+	offline := f.String("offline", "", "", "Pusher-Offline: drop (when the user is offline) or store (the default)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -70,6 +72,22 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 	uid, message := f.args()[0], f.args()[1]
 	if err := wire.ValidUID(uid); err != nil {
 		return usageError{err}
+	}
+	msg := nats.NewMsg(wire.PushSubject(uid))
+	msg.Data = []byte(message)
+	// pusher would ignore a malformed policy with a warning; here the
+	// person typing it can fix it.
+	if *ttl != "" {
+		if _, err := wire.ParseTTL(*ttl); err != nil {
+			return usageError{err}
+		}
+		msg.Header.Set(wire.HeaderTTL, *ttl)
+	}
+	if *offline != "" {
+		if _, err := wire.ParseOffline(*offline); err != nil {
+			return usageError{err}
+		}
+		msg.Header.Set(wire.HeaderOffline, *offline)
 	}
 	nc, err := nf.connectClient()
 	if err != nil {
@@ -86,7 +104,7 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 	if *msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(*msgID))
 	}
-	ack, err := js.Publish(ctx, wire.PushSubject(uid), []byte(message), opts...)
+	ack, err := js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		return fmt.Errorf("publish to %s: %w", wire.PushSubject(uid), err)
 	}
@@ -292,10 +310,13 @@ func runDLQReplay(ctx context.Context, env *environ, args []string) error {
 			fmt.Fprintf(env.stderr, "replayed %d...\n", n)
 		}
 	}
-	n, skipped, err := dlq.Replay(ctx, *uid, consumer.AllReplayable, progress)
-	fmt.Fprintf(env.stdout, "replayed %d dead letters", n)
-	if skipped > 0 {
-		fmt.Fprintf(env.stdout, ", skipped %d malformed", skipped)
+	res, err := dlq.Replay(ctx, *uid, consumer.AllReplayable, progress, nil)
+	fmt.Fprintf(env.stdout, "replayed %d dead letters", res.Replayed)
+	if res.Expired > 0 {
+		fmt.Fprintf(env.stdout, ", removed %d past their Pusher-TTL", res.Expired)
+	}
+	if res.Skipped > 0 {
+		fmt.Fprintf(env.stdout, ", skipped %d malformed", res.Skipped)
 	}
 	fmt.Fprintln(env.stdout)
 	if err != nil {

@@ -24,7 +24,7 @@ type serveFlags struct {
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
 	handshakeTimeout, confirmTimeout                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
-	maxConns, maxConnsPerUID, replicas                *int
+	maxConns, maxConnsPerUID, replicas, dlqMaxPerUID  *int
 	replayOnConnect, logDelivered, ui                 *bool
 }
 
@@ -53,6 +53,7 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 
 		retention:       f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
 		dlqRetention:    f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
+		dlqMaxPerUID:    f.Int("dlq-max-per-uid", "PUSHER_DLQ_MAX_PER_UID", consumer.DefaultDLQMaxPerUID, "dead letters PUSH_DLQ keeps per user, oldest discarded first; 0 unlimited"),
 		maxDeliver:      f.Int("max-deliver", "PUSHER_MAX_DELIVER", 5, "deliveries before a message is dead-lettered"),
 		backoff:         f.List("backoff", "PUSHER_BACKOFF", "1s,5s,30s", "redelivery delays after failed deliveries, last repeating"),
 		ackWait:         f.Duration("ack-wait", "PUSHER_ACK_WAIT", 30*time.Second, "redeliver if a delivery is not settled in this time (crash)"),
@@ -79,6 +80,9 @@ func (c *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, usagef("--backoff: %w", err)
 	}
+	if *c.dlqMaxPerUID < 0 {
+		return server.Config{}, usagef("--dlq-max-per-uid %d: want 0 (unlimited) or more", *c.dlqMaxPerUID)
+	}
 	routing, err := server.ParseRouting(*c.routing)
 	if err != nil {
 		return server.Config{}, usagef("--routing: %w", err)
@@ -101,7 +105,7 @@ func (c *serveFlags) config() (server.Config, error) {
 		AllowedOrigins: splitList(*c.allowedOrigins), APIKey: *c.apiKey, PprofAddr: *c.pprofAddr, UIOff: !*c.ui,
 		Routing: routing,
 		Topology: consumer.Topology{
-			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention,
+			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention, DLQMaxPerUID: dlqCap(*c.dlqMaxPerUID),
 			AckWait: *c.ackWait, MaxAckPending: *c.maxAckPending,
 		},
 		MaxDeliver: *c.maxDeliver, Backoff: backoff,
@@ -116,6 +120,15 @@ func (c *serveFlags) config() (server.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// dlqCap maps --dlq-max-per-uid, where 0 means unlimited as for the other
+// caps, to consumer.Topology's, where 0 means the default.
+func dlqCap(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // runServe runs one node until ctx ends (SIGINT, SIGTERM), then stops it

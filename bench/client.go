@@ -39,7 +39,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pusher-io/pusher/auth"
-	"github.com/pusher-io/pusher/ws"
+	"github.com/pusher-io/pusher/wire"
 )
 
 const (
@@ -315,7 +315,7 @@ func (c *client) dial(ctx context.Context, n int, prefix string, first, parallel
 			WriteBufferSize:  clientBuffer,
 		}
 		if c.v1 {
-			dialers[i].Subprotocols = []string{ws.Subprotocol}
+			dialers[i].Subprotocols = []string{wire.Subprotocol}
 		}
 	}
 	c.closing.Store(false)

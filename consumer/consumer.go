@@ -101,6 +101,8 @@ const (
 	evDelivered    = "push.delivered"
 	evRetry        = "push.retry"
 	evDeadLettered = "push.deadlettered"
+	evDropped      = "push.dropped"
+	evBadPolicy    = "push.bad_policy"
 	evDLQFailed    = "push.deadletter_failed"
 	evAckFailed    = "push.ack_failed"
 	evReplayed     = "dlq.replayed"
@@ -413,6 +415,16 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 		return
 	}
 	j.uid = uid
+	h := msg.Headers()
+	j.m.Seq, j.m.Published, j.m.ID = origin(h, j.seq, j.published)
+	if len(h) > 0 {
+		j.policy = c.policyOf(j, h)
+	}
+	if j.policy.Expired(j.m.Published, time.Now()) {
+		handedOff = true
+		c.drop(j, wire.ReasonExpired)
+		return
+	}
 	if j.delivered > uint64(c.cfg.MaxDeliver) {
 		// The last allowed delivery never settled (crash, AckWait, or the
 		// dead letter could not be stored): give up now rather than
@@ -420,17 +432,16 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 		// call it offline, so their connect replays it: deliveries burnt
 		// on a DLQ leader election must not cost an absent user the
 		// message.
-		reason := wire.ReasonMaxDeliver
-		if !c.router.Online(uid) {
-			reason = wire.ReasonOffline
-		}
 		handedOff = true
-		c.deadLetter(j, reason, nil)
+		if c.router.Online(uid) {
+			c.deadLetter(j, wire.ReasonMaxDeliver, nil)
+		} else {
+			c.offline(j)
+		}
 		return
 	}
 	data := msg.Data()
-	j.m = hub.Message{Data: data, Binary: !utf8.Valid(data), Reporter: j}
-	j.m.Seq, j.m.Published, j.m.ID = origin(msg.Headers(), j.seq, j.published)
+	j.m.Data, j.m.Binary, j.m.Reporter = data, !utf8.Valid(data), j
 	// A panic inside Route leaves it unknown whether the outcome was
 	// already reported; contain settles anyway, since a leaked in-flight
 	// count would stall shutdown, while a double one only makes it

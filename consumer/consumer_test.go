@@ -315,7 +315,8 @@ func TestReplayRepublishesAndDeletes(t *testing.T) {
 	c := newRecConn(false)
 	_ = h.Add("later", c)
 	var progress []int
-	n, skipped, err := consumer.NewDLQ(js).Replay(ctx, "later", consumer.AllReplayable, func(i int) { progress = append(progress, i) })
+	res, err := consumer.NewDLQ(js).Replay(ctx, "later", consumer.AllReplayable, func(i int) { progress = append(progress, i) }, nil)
+	n, skipped := res.Replayed, res.Skipped
 	if err != nil || n != 5 || skipped != 0 || len(progress) != 5 {
 		t.Fatalf("Replay = %d, %d, %v (progress %v)", n, skipped, err, progress)
 	}
@@ -355,7 +356,7 @@ func TestReplayKeepsTheMessagesOrigin(t *testing.T) {
 	}
 	c := newRecConn(false)
 	_ = h.Add("back", c)
-	if _, _, err := consumer.NewDLQ(js).Replay(ctx, "back", consumer.AllReplayable, nil); err != nil {
+	if _, err := consumer.NewDLQ(js).Replay(ctx, "back", consumer.AllReplayable, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {

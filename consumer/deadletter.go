@@ -26,7 +26,27 @@ type DeadLetter struct {
 	PublishedAt     time.Time // the original's first JetStream publish time; zero if not recorded
 	MsgID           string    // the publisher's Nats-Msg-Id, if it set one
 	Data            []byte
-	Header          nats.Header // the original publisher's headers; Pusher-* and Nats-* removed
+	Header          nats.Header // the original publisher's headers; Nats-* and Pusher-* removed, except the policy (Pusher-TTL, Pusher-Offline)
+}
+
+// Expired reports whether the dead letter's Pusher-TTL, counted from its
+// first publish (or, for a dead letter that did not record it, from when
+// it was stored), has passed at now. A malformed TTL never expires: it
+// was warned about when the message was first pulled.
+func (dl DeadLetter) Expired(now time.Time) bool {
+	v := dl.Header.Get(wire.HeaderTTL)
+	if v == "" {
+		return false
+	}
+	ttl, err := wire.ParseTTL(v)
+	if err != nil {
+		return false
+	}
+	from := dl.PublishedAt
+	if from.IsZero() {
+		from = dl.StoredAt
+	}
+	return wire.Policy{TTL: ttl}.Expired(from, now)
 }
 
 // ErrMalformedDeadLetter is returned by ParseDeadLetter for a PUSH_DLQ
@@ -39,7 +59,7 @@ var ErrMalformedDeadLetter = errors.New("malformed dead letter")
 func ParseDeadLetter(subject string, seq uint64, h nats.Header, data []byte) (DeadLetter, error) {
 	dl := DeadLetter{Seq: seq, Data: data, Header: nats.Header{}}
 	for k, v := range h {
-		if !strings.HasPrefix(k, "Pusher-") && !strings.HasPrefix(k, "Nats-") {
+		if publisherHeader(k) {
 			dl.Header[k] = v
 		}
 	}
@@ -97,6 +117,20 @@ type letter struct {
 	data      []byte
 }
 
+// publisherHeader reports whether a message's header k is its
+// publisher's to keep through dead-lettering and replay: not NATS's own
+// (Nats-Msg-Id and the like) and not pusher's bookkeeping, except the
+// delivery policy, which holds for the message's whole life.
+func publisherHeader(k string) bool {
+	switch {
+	case k == wire.HeaderTTL || k == wire.HeaderOffline:
+		return true
+	case strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Pusher-"):
+		return false
+	}
+	return true
+}
+
 // deadLetterMsg builds the PUSH_DLQ message for a failed original. It
 // keeps the payload and the publisher's headers except Nats-* ones, and
 // sets a Nats-Msg-Id so a crash between publishing the dead letter and
@@ -104,7 +138,7 @@ type letter struct {
 func deadLetterMsg(l letter, now time.Time) *nats.Msg {
 	out := nats.Header{}
 	for k, v := range l.header {
-		if !strings.HasPrefix(k, "Nats-") && !strings.HasPrefix(k, "Pusher-") {
+		if publisherHeader(k) {
 			out[k] = v
 		}
 	}

@@ -100,56 +100,88 @@ func OnlyOffline(dl DeadLetter) bool { return dl.Reason == wire.ReasonOffline }
 // AllReplayable replays every dead letter that names a valid uid.
 func AllReplayable(DeadLetter) bool { return true }
 
+// ReplayResult counts what a Replay did.
+type ReplayResult struct {
+	Replayed int // republished to push.<uid> and removed
+	Expired  int // past their Pusher-TTL: removed, not republished
+	Skipped  int // malformed: left where they are
+}
+
 // Replay republishes uid's dead letters that keep accepts (every uid's when
 // uid is empty) to push.<uid>, and deletes each from PUSH_DLQ only after
 // JetStream acked its republish, so a crash in between duplicates rather
-// than loses. Malformed dead letters stay where they are. progress, when
-// not nil, is called after each replayed message. It returns how many were
-// replayed and how many were skipped as malformed.
-func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progress func(replayed int)) (replayed, skipped int, err error) {
+// than loses. A dead letter past its Pusher-TTL is deleted instead, and
+// passed to onExpired (if not nil) for the log. Malformed dead letters
+// stay where they are. progress, when not nil, is called after each
+// replayed message.
+func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progress func(replayed int), onExpired func(DeadLetter)) (ReplayResult, error) {
+	var res ReplayResult
 	stream, err := d.open(ctx)
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	err = d.Each(ctx, uid, func(dl DeadLetter, perr error) error {
 		if perr != nil {
-			skipped++
+			res.Skipped++
 			return nil
 		}
 		if !keep(dl) || dl.Reason == wire.ReasonBadSubject {
 			return nil
 		}
-		h := dl.Header
-		h.Set(wire.HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
-		// What the message was when first published, so a pusher.v1
-		// client sees the same seq, id and ts and can de-duplicate.
-		h.Set(wire.HeaderOriginalSeq, strconv.FormatUint(dl.OriginalSeq, 10))
-		if !dl.PublishedAt.IsZero() {
-			h.Set(wire.HeaderPublishedAt, dl.PublishedAt.UTC().Format(time.RFC3339Nano))
+		if dl.Expired(time.Now()) {
+			if err := deleteMsg(ctx, stream, dl.Seq); err != nil {
+				return err
+			}
+			res.Expired++
+			if onExpired != nil {
+				onExpired(dl)
+			}
+			return nil
 		}
-		if dl.MsgID != "" {
-			h.Set(wire.HeaderMsgID, dl.MsgID)
-		}
-		// Concurrent replays of one dead letter (two connects at once)
-		// publish the same id; JetStream keeps one. The storage time makes
-		// the id unique even if PUSH_DLQ is recreated and its sequences
-		// start again, which would otherwise drop a new dead letter as a
-		// duplicate of an old one.
-		h.Set(jetstream.MsgIDHeader, "pusher-replay-"+strconv.FormatUint(dl.Seq, 10)+"-"+strconv.FormatInt(dl.StoredAt.UnixNano(), 10))
-		msg := &nats.Msg{Subject: wire.PushSubject(dl.UID), Header: h, Data: dl.Data}
-		if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+		if _, err := d.js.PublishMsg(ctx, replayMsg(dl)); err != nil {
 			return fmt.Errorf("republish dead letter %d: %w", dl.Seq, err)
 		}
-		if err := stream.DeleteMsg(ctx, dl.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isAlreadyDeleted(err) {
-			return fmt.Errorf("delete dead letter %d: %w", dl.Seq, err)
+		if err := deleteMsg(ctx, stream, dl.Seq); err != nil {
+			return err
 		}
-		replayed++
+		res.Replayed++
 		if progress != nil {
-			progress(replayed)
+			progress(res.Replayed)
 		}
 		return nil
 	})
-	return replayed, skipped, err
+	return res, err
+}
+
+// replayMsg is dl republished to its user: the publisher's headers, and
+// what the message was when first published, so a pusher.v1 client sees
+// the same seq, id and ts and can de-duplicate.
+func replayMsg(dl DeadLetter) *nats.Msg {
+	h := dl.Header
+	h.Set(wire.HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
+	h.Set(wire.HeaderOriginalSeq, strconv.FormatUint(dl.OriginalSeq, 10))
+	if !dl.PublishedAt.IsZero() {
+		h.Set(wire.HeaderPublishedAt, dl.PublishedAt.UTC().Format(time.RFC3339Nano))
+	}
+	if dl.MsgID != "" {
+		h.Set(wire.HeaderMsgID, dl.MsgID)
+	}
+	// Concurrent replays of one dead letter (two connects at once)
+	// publish the same id; JetStream keeps one. The storage time makes
+	// the id unique even if PUSH_DLQ is recreated and its sequences
+	// start again, which would otherwise drop a new dead letter as a
+	// duplicate of an old one.
+	h.Set(jetstream.MsgIDHeader, "pusher-replay-"+strconv.FormatUint(dl.Seq, 10)+"-"+strconv.FormatInt(dl.StoredAt.UnixNano(), 10))
+	return &nats.Msg{Subject: wire.PushSubject(dl.UID), Header: h, Data: dl.Data}
+}
+
+// deleteMsg deletes a dead letter; one a concurrent replay deleted first
+// is gone all the same.
+func deleteMsg(ctx context.Context, stream jetstream.Stream, seq uint64) error {
+	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isAlreadyDeleted(err) {
+		return fmt.Errorf("delete dead letter %d: %w", seq, err)
+	}
+	return nil
 }
 
 // isAlreadyDeleted matches the server's answer when a concurrent replay

@@ -6,7 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // ReplayerConfig tunes a Replayer. Zero values mean the documented default.
@@ -19,6 +22,10 @@ type ReplayerConfig struct {
 	// before it is tried again, for as long as the uid stays connected
 	// here; default 2s.
 	RetryDelay time.Duration
+	// Registerer receives pusher_messages_total (shared with the
+	// Consumer), where dead letters found past their TTL count as
+	// dropped/expired; nil keeps it unregistered.
+	Registerer prometheus.Registerer
 }
 
 // Replayer republishes a user's offline dead letters to them when they
@@ -30,6 +37,8 @@ type Replayer struct {
 	online func(uid string) bool
 	log    *zap.Logger
 	cfg    ReplayerConfig
+
+	expiredTotal prometheus.Counter
 
 	q      replayQueue
 	cancel context.CancelFunc
@@ -49,7 +58,12 @@ func NewReplayer(dlq *DLQ, online func(uid string) bool, log *zap.Logger, cfg Re
 	if cfg.Workers < 1 || cfg.RetryDelay < 0 {
 		return nil, fmt.Errorf("replayer config: workers %d, retry delay %s", cfg.Workers, cfg.RetryDelay)
 	}
-	r := &Replayer{dlq: dlq, online: online, log: log.Named("replay"), cfg: cfg}
+	messages, err := messagesVec(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replayer{dlq: dlq, online: online, log: log.Named("replay"), cfg: cfg,
+		expiredTotal: droppedCounters(messages)[wire.ReasonExpired]}
 	r.q.wake = make(chan struct{}, 1)
 	return r, nil
 }
@@ -101,18 +115,27 @@ func (r *Replayer) work(ctx context.Context) {
 			if !ok {
 				break
 			}
-			n, skipped, err := r.dlq.Replay(ctx, uid, OnlyOffline, nil)
+			res, err := r.dlq.Replay(ctx, uid, OnlyOffline, nil, r.expired)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return // shutting down; the next connect replays
 			case err != nil:
-				r.log.Warn(evReplayFailed, zap.String("uid", uid), zap.Int("replayed", n), zap.Error(err))
+				r.log.Warn(evReplayFailed, zap.String("uid", uid), zap.Int("replayed", res.Replayed), zap.Error(err))
 				r.retryLater(ctx, uid)
-			case n > 0 || skipped > 0:
-				r.log.Info(evReplayed, zap.String("uid", uid), zap.Int("replayed", n), zap.Int("skipped", skipped))
+			case res != ReplayResult{}:
+				r.log.Info(evReplayed, zap.String("uid", uid), zap.Int("replayed", res.Replayed),
+					zap.Int("expired", res.Expired), zap.Int("skipped", res.Skipped))
 			}
 		}
 	}
+}
+
+// expired accounts for a dead letter dropped at replay, past its TTL,
+// as the consumer accounts for one dropped at delivery.
+func (r *Replayer) expired(dl DeadLetter) {
+	r.expiredTotal.Inc()
+	r.log.Info(evDropped, zap.String("uid", dl.UID), zap.Uint64("seq", dl.OriginalSeq),
+		zap.String("reason", wire.ReasonExpired), zap.Uint64("dlq_seq", dl.Seq))
 }
 
 // retryLater tries uid's replay again after RetryDelay if uid is still

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -20,6 +21,7 @@ type job struct {
 	seq       uint64
 	delivered uint64
 	published time.Time
+	policy    wire.Policy
 	err       error // set before the job is sent to failures
 	m         hub.Message
 }
@@ -86,8 +88,12 @@ func (c *Consumer) failureWorker(ctx context.Context) {
 // at once (so it does not hold an ack slot), nak with the back-off step for
 // this attempt, or dead-letter once MaxDeliver deliveries failed.
 func (c *Consumer) retryOrDeadLetter(j *job) {
+	if j.policy.Expired(j.m.Published, time.Now()) {
+		c.drop(j, wire.ReasonExpired)
+		return
+	}
 	if errors.Is(j.err, hub.ErrOffline) {
-		c.deadLetter(j, wire.ReasonOffline, nil)
+		c.offline(j)
 		return
 	}
 	reason := wire.ReasonWriteFailed
@@ -202,4 +208,38 @@ func (c *Consumer) deadLettered(p pendingDeadLetter) {
 		c.router.StoredOffline(j.uid)
 	}
 	c.settled()
+}
+
+// offline settles a message whose user has no live connection: dropped
+// if its publisher said so, else dead-lettered for replay when the user
+// is back.
+func (c *Consumer) offline(j *job) {
+	if j.policy.DropOffline {
+		c.drop(j, wire.ReasonOfflineDropped)
+		return
+	}
+	c.deadLetter(j, wire.ReasonOffline, nil)
+}
+
+// drop settles a message its publisher's policy says not to deliver any
+// more (expired, or offline with Pusher-Offline: drop): acked, so it is
+// gone, and counted and logged with the reason.
+func (c *Consumer) drop(j *job, reason string) {
+	err := j.msg.Ack()
+	c.met.dropped[reason].Inc()
+	c.log.Info(evDropped, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+		zap.String("reason", reason), zap.Uint64("attempt", j.delivered), zap.NamedError("ack_error", err))
+	c.settled()
+}
+
+// policyOf reads j's delivery policy from its headers; a malformed value
+// counts as absent (the message is kept) and is warned about, so the
+// publisher finds the typo.
+func (c *Consumer) policyOf(j *job, h nats.Header) wire.Policy {
+	p, err := wire.ParsePolicy(h.Get)
+	if err != nil {
+		c.met.badPolicy.Inc()
+		c.log.Warn(evBadPolicy, zap.String("uid", j.uid), zap.Uint64("seq", j.seq), zap.Error(err))
+	}
+	return p
 }

@@ -149,7 +149,7 @@ func (s *Server) buildDelivery(ctx context.Context, reg prometheus.Registerer) e
 		return configErr(err)
 	}
 	s.hub = h
-	if s.replayer, err = consumer.NewReplayer(consumer.NewDLQ(s.nats.js), h.Online, s.log, consumer.ReplayerConfig{}); err != nil {
+	if s.replayer, err = consumer.NewReplayer(consumer.NewDLQ(s.nats.js), h.Online, s.log, consumer.ReplayerConfig{Registerer: reg}); err != nil {
 		return configErr(err)
 	}
 	s.replayer.Start()

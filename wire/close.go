@@ -19,3 +19,9 @@ const (
 	CloseUnresponsive     = 4004 // frames went unconfirmed for the confirm timeout
 	CloseUnresponsiveText = "unresponsive"
 )
+
+// Subprotocol is the WebSocket subprotocol of pusher's own client
+// protocol (README: pusher.v1): a client that asks for it gets every
+// message as a JSON envelope and confirms each with an ack. Other clients
+// get raw frames.
+const Subprotocol = "pusher.v1"

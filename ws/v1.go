@@ -10,14 +10,12 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/wire"
 )
 
-// Subprotocol is the WebSocket subprotocol of pusher's own client
-// protocol: a client that asks for it gets every message as a JSON
-// envelope ({"seq","data" or "data_b64","id","ts"}) and confirms each with
-// {"ack":[seq,...]}, and may refresh its token in band. Other clients get
-// raw frames.
-const Subprotocol = "pusher.v1"
+// Subprotocol is pusher.v1's name (wire.Subprotocol), which clients ask
+// for in the upgrade.
+const Subprotocol = wire.Subprotocol
 
 // confirmByAck is the confirmation of pusher.v1 connections, whatever
 // Config.Confirm says: the client's application acks each message. (The
