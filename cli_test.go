@@ -156,6 +156,33 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 		t.Fatalf("malformed dead letter count %d, want it left in place", n)
 	}
 
+	// Online: one node holds cli-user; nobody holds away.
+	code, out, _ = cli(t, env, "online", "cli-user")
+	if code != 0 || !strings.Contains(out, "cli-user is online: 1 connections on 1 nodes") {
+		t.Fatalf("online: %d %q", code, out)
+	}
+	code, out, _ = cli(t, env, "online", "--json", "cli-user")
+	var answer map[string]any
+	if err := json.Unmarshal([]byte(out), &answer); code != 0 || err != nil || answer["uid"] != "cli-user" || answer["conns"] != 1.0 || answer["node"] == "" {
+		t.Fatalf("online --json: %d %q (%v)", code, out, err)
+	}
+	code, out, errOut = cli(t, env, "online", "away")
+	if code != 1 || out != "" || !strings.Contains(errOut, "away is offline") {
+		t.Fatalf("online for an offline user: %d %q %q", code, out, errOut)
+	}
+
+	// A message whose TTL passes while its user is away is not replayed.
+	code, out, _ = cli(t, env, "pub", "--ttl", "1s", "--offline", "store", "brief", "stale soon")
+	if code != 0 || !strings.Contains(out, "published push.brief") {
+		t.Fatalf("pub --ttl: %d %q", code, out)
+	}
+	harness.WaitStreamMsgs(t, 10*time.Second, js, wire.DLQStreamName, "dlq.push.brief", 1)
+	time.Sleep(1100 * time.Millisecond) // the TTL passes
+	code, out, _ = cli(t, env, "dlq", "replay", "--uid", "brief")
+	if code != 0 || !strings.Contains(out, "replayed 0 dead letters, removed 1 past their Pusher-TTL") {
+		t.Fatalf("dlq replay of an expired dead letter: %d %q", code, out)
+	}
+
 	code, out, _ = cli(t, env, "kick", "cli-user")
 	if code != 0 || !strings.Contains(out, "kick sent") {
 		t.Fatalf("kick: %d %q", code, out)

@@ -28,7 +28,8 @@ func TestDeps(t *testing.T) {
 		"ws":                 {"hub", "auth", "wire", "ws/internal/intake"},
 		"ws/internal/intake": nil,
 		"e2e/netfault":       nil,
-		"server":             {"api", "auth", "cluster", "consumer", "hub", "natsserver", "web", "wire", "ws"},
+		"server":             {"api", "auth", "cluster", "consumer", "hub", "natsserver", "presence", "web", "wire", "ws"},
+		"presence":           {"wire"},
 		"cluster":            {"hub", "wire"},
 		"api":                {"wire"},
 		// A program, like main: it mints tokens, reads the streams, and

@@ -66,6 +66,7 @@ func commands() []command {
 		{"pub", "publish a message to a user through JetStream", runPub},
 		{"dlq", "list or replay dead letters (dlq list | dlq replay)", runDLQ},
 		{"kick", "close every connection of a user, on every node", runKick},
+		{"online", "is a user connected? the nodes holding them (exit 1 when offline)", runOnline},
 	}
 }
 

@@ -39,7 +39,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		"PUSHER_BACKOFF": "1s,2s", "PUSHER_LOG_DELIVERED": "false", "PUSHER_REPLAY_ON_CONNECT": "false",
 		"PUSHER_SEND_QUEUE": "11", "PUSHER_MAX_CONNS": "12", "PUSHER_MAX_CONNS_PER_UID": "13",
 		"PUSHER_HANDSHAKE_TIMEOUT": "3s", "PUSHER_DELIVERY_CONFIRM": "write", "PUSHER_CONFIRM_TIMEOUT": "4s",
-		"PUSHER_DLQ_MAX_PER_UID": "50",
+		"PUSHER_DLQ_MAX_PER_UID": "50", "PUSHER_PRESENCE": "false", "PUSHER_NODE_NAME": "web-7",
 	}
 	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
 	if err := f.parse(nil); err != nil {
@@ -69,6 +69,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		{"ack wait", got.Topology.AckWait == 40*time.Second && got.Topology.MaxAckPending == 7},
 		{"replicas", got.Topology.Replicas == 3},
 		{"dlq cap", got.Topology.DLQMaxPerUID == 50},
+		{"presence", got.PresenceOff && got.NodeName == "web-7"},
 		{"deliveries", got.MaxDeliver == 9 && slices.Equal(got.Backoff, []time.Duration{time.Second, 2 * time.Second})},
 		{"quiet", got.QuietDelivered && got.NoReplayOnConnect},
 		{"limits", got.SendQueue == 11 && got.MaxConns == 12 && got.MaxConnsPerUID == 13},

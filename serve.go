@@ -20,12 +20,12 @@ type serveFlags struct {
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
 	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
-	apiKey, pprofAddr, routing, confirm               *string
+	apiKey, pprofAddr, routing, confirm, nodeName     *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
 	handshakeTimeout, confirmTimeout                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
 	maxConns, maxConnsPerUID, replicas, dlqMaxPerUID  *int
-	replayOnConnect, logDelivered, ui                 *bool
+	replayOnConnect, logDelivered, ui, presence       *bool
 }
 
 func newServeFlags(env *environ) (*flagSet, *serveFlags) {
@@ -68,7 +68,9 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 		shutdownTimeout: f.Duration("shutdown-timeout", "PUSHER_SHUTDOWN_TIMEOUT", 15*time.Second, "time allowed for a graceful shutdown"),
 		handshakeTimeout: f.Duration("handshake-timeout", "PUSHER_HANDSHAKE_TIMEOUT", 5*time.Second,
 			"time a client has to send its request headers, so half-open handshakes cannot pile up"),
-		ui: f.Bool("ui", "PUSHER_UI", true, "serve the browser test client at /"),
+		ui:       f.Bool("ui", "PUSHER_UI", true, "serve the browser test client at /"),
+		presence: f.Bool("presence", "PUSHER_PRESENCE", true, "publish pusher.presence.<uid> events on every connect and disconnect"),
+		nodeName: f.String("node-name", "PUSHER_NODE_NAME", "", "this node's name in presence events and online answers; default host:http-port"),
 	}
 	return f, c
 }
@@ -113,6 +115,7 @@ func (c *serveFlags) config() (server.Config, error) {
 		Confirm: confirm, ConfirmTimeout: *c.confirmTimeout,
 		SendQueue: *c.sendQueue, MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID,
 		HandshakeTimeout: *c.handshakeTimeout,
+		NodeName:         *c.nodeName, PresenceOff: !*c.presence,
 	}
 	if *c.jwtPublicKey != "" {
 		if cfg.Auth.PublicKeyPEM, err = os.ReadFile(*c.jwtPublicKey); err != nil {

@@ -45,6 +45,8 @@ type Config struct {
 	Workers int
 	// Buffer is the shared delivery-request channel's length; default 65536.
 	Buffer int
+	// Name is this node's name in answers to "is uid online?" requests.
+	Name string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -95,10 +97,12 @@ type Node struct {
 	nextID  uint64
 	prefix  string // reply subject prefix; ids follow; set by Start
 
-	// Presence: one subscription to pusher.deliver.<uid> per local uid,
-	// all feeding requests. Guarded by subsMu.
+	// Presence: per local uid, a subscription to pusher.online.<uid> and,
+	// with Routing, one to pusher.deliver.<uid>, all feeding requests (a
+	// channel, not a callback each: nats.go gives every callback
+	// subscription a goroutine). Guarded by subsMu.
 	subsMu   sync.Mutex
-	subs     map[string]*nats.Subscription
+	subs     map[string]uidSubs
 	requests chan *nats.Msg
 
 	own    []*nats.Subscription // kicks, replay notices, reply inbox
@@ -128,7 +132,7 @@ func New(nc *nats.Conn, h *hub.Hub, rep Replayer, log *zap.Logger, cfg Config) (
 		log:      log.Named("cluster"),
 		cfg:      cfg,
 		pending:  make(map[uint64]*routed),
-		subs:     make(map[string]*nats.Subscription),
+		subs:     make(map[string]uidSubs),
 		requests: make(chan *nats.Msg, cfg.Buffer),
 	}, nil
 }
@@ -143,6 +147,9 @@ func (n *Node) Start() error {
 		n.Close()
 		return err
 	}
+	for range n.cfg.Workers {
+		n.goLoop(func() { n.serveRequests(ctx) })
+	}
 	if !n.cfg.Routing {
 		return nil
 	}
@@ -154,9 +161,6 @@ func (n *Node) Start() error {
 	if err := n.subscribe(wire.ReplaySubjects, n.onReplayNotice); err != nil {
 		n.Close()
 		return err
-	}
-	for range n.cfg.Workers {
-		n.goLoop(func() { n.serveRequests(ctx) })
 	}
 	status := n.nc.StatusChanged(nats.RECONNECTING, nats.CONNECTED)
 	n.goLoop(func() {
@@ -191,7 +195,7 @@ func (n *Node) Close() {
 	n.own = nil
 	n.subsMu.Lock()
 	for uid, s := range n.subs {
-		_ = s.Unsubscribe()
+		s.unsubscribe()
 		delete(n.subs, uid)
 	}
 	n.subsMu.Unlock()
@@ -244,30 +248,45 @@ func (n *Node) onKick(m *nats.Msg) {
 	}
 }
 
-// OnPresence keeps exactly one subscription to pusher.deliver.<uid> while
-// uid has a local connection; it is hub.Config.OnPresence. It reconciles
-// with the hub's current truth, so calls that race or arrive out of order
-// still converge. It never waits on NATS: the subscription reaches the
-// server with the connection's next flush, and a message that finds no
-// interest in between is dead-lettered offline and replayed to the user
-// through StoredOffline.
+// OnPresence keeps uid's subscriptions (pusher.online.<uid>, and with
+// Routing pusher.deliver.<uid>) while uid has a local connection; it is
+// hub.Config.OnPresence. It reconciles with the hub's current truth, so
+// calls that race or arrive out of order still converge. It never waits
+// on NATS: a subscription reaches the server with the connection's next
+// flush; a message that finds no interest in between is dead-lettered
+// offline and replayed to the user through StoredOffline, and an online
+// query in between finds the user offline, as it was a moment before.
 func (n *Node) OnPresence(uid string) {
-	if !n.cfg.Routing {
-		return
-	}
 	n.subsMu.Lock()
 	defer n.subsMu.Unlock()
-	online, sub := n.hub.Online(uid), n.subs[uid]
+	online, subs := n.hub.Online(uid), n.subs[uid]
 	switch {
-	case online && sub == nil:
-		s, err := n.nc.ChanSubscribe(wire.DeliverSubject(uid), n.requests)
+	case online && subs.online == nil:
+		var err error
+		if subs.online, err = n.nc.ChanSubscribe(wire.OnlineSubject(uid), n.requests); err == nil && n.cfg.Routing {
+			subs.deliver, err = n.nc.ChanSubscribe(wire.DeliverSubject(uid), n.requests)
+		}
 		if err != nil {
+			subs.unsubscribe()
 			n.log.Error(evSubscribeFailed, zap.String("uid", uid), zap.Error(err))
 			return
 		}
-		n.subs[uid] = s
-	case !online && sub != nil:
-		_ = sub.Unsubscribe()
+		n.subs[uid] = subs
+	case !online && subs.online != nil:
+		subs.unsubscribe()
 		delete(n.subs, uid)
+	}
+}
+
+// uidSubs are one local uid's subscriptions.
+type uidSubs struct {
+	online, deliver *nats.Subscription // deliver: with Routing only
+}
+
+func (s uidSubs) unsubscribe() {
+	for _, sub := range []*nats.Subscription{s.online, s.deliver} {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
 }

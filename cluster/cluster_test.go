@@ -149,7 +149,7 @@ func newNodeWith(t testing.TB, url string, cfg cluster.Config, presence bool) *t
 // (Flush) returns only after the server has it.
 func (n *testNode) add(t testing.TB, uid string, c *conn) {
 	t.Helper()
-	if err := n.hub.Add(uid, c); err != nil {
+	if err := n.hub.Add(uid, c, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.nc.Flush(); err != nil {
@@ -176,7 +176,7 @@ func bystander(t testing.TB, url string) *nats.Conn {
 func TestLocalRouting(t *testing.T) {
 	n := newNode(t, startNATS(t), cluster.Config{})
 	c := &conn{}
-	if err := n.hub.Add("u", c); err != nil {
+	if err := n.hub.Add("u", c, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := route(n, "u", "hi").wait(t, time.Second); err != nil {
@@ -246,7 +246,7 @@ func TestUIDThatLeftAnswersOfflineAtOnce(t *testing.T) {
 	a := newNode(t, url, cfg)
 	b := newNodeWith(t, url, cfg, false)
 	c := &conn{}
-	if err := b.hub.Add("gone", c); err != nil {
+	if err := b.hub.Add("gone", c, nil); err != nil {
 		t.Fatal(err)
 	}
 	b.OnPresence("gone") // subscribes
@@ -255,7 +255,7 @@ func TestUIDThatLeftAnswersOfflineAtOnce(t *testing.T) {
 	}
 	// The user leaves; B's subscription is still there, as it is for a
 	// moment when a request races the leaving.
-	b.hub.Remove("gone", c)
+	b.hub.Remove("gone", c, nil)
 	start := time.Now()
 	err := route(a, "gone", "late").wait(t, 5*time.Second)
 	if !errors.Is(err, hub.ErrOffline) {
@@ -287,8 +287,8 @@ func TestKickAnswersHowManyClosed(t *testing.T) {
 	url := startNATS(t)
 	n := newNode(t, url, cluster.Config{})
 	c1, c2 := &conn{}, &conn{}
-	_ = n.hub.Add("k", c1)
-	_ = n.hub.Add("k", c2)
+	_ = n.hub.Add("k", c1, nil)
+	_ = n.hub.Add("k", c2, nil)
 	reply, err := bystander(t, url).Request(wire.KickSubject("k"), nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

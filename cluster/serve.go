@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -44,7 +45,8 @@ func (r *remote) Report(_ *hub.Message, err error) {
 func (n *Node) serve(msg *nats.Msg) {
 	uid, err := wire.UIDFromDeliverSubject(msg.Subject)
 	if err != nil {
-		return // we never subscribe to such a subject
+		n.answerOnline(msg)
+		return
 	}
 	r := &remote{msg: msg}
 	r.m = hub.Message{Data: msg.Data, Binary: !utf8.Valid(msg.Data), Reporter: r}
@@ -54,6 +56,26 @@ func (n *Node) serve(msg *nats.Msg) {
 		// once, so the requester need not wait out its timeout.
 		_ = msg.Respond(replyOffline)
 	}
+}
+
+// answerOnline answers a pusher.online.<uid> request with how many
+// connections uid has here. Only nodes holding uid subscribe, so a uid
+// nobody holds gets NATS's "no responders"; a uid that left since the
+// request was routed gets no answer from here.
+func (n *Node) answerOnline(msg *nats.Msg) {
+	uid, err := wire.UIDFromOnlineSubject(msg.Subject)
+	if err != nil || msg.Reply == "" {
+		return
+	}
+	conns := n.hub.Count(uid)
+	if conns == 0 {
+		return
+	}
+	body, err := json.Marshal(wire.OnlineAnswer{UID: uid, Node: n.cfg.Name, Conns: conns})
+	if err != nil {
+		return
+	}
+	_ = msg.Respond(body)
 }
 
 // originHeader carries what a pusher.v1 client is told of m besides its

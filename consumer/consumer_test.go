@@ -182,7 +182,7 @@ func TestWriteFailureIsRetriedThenDeadLettered(t *testing.T) {
 	nc, js := startJS(t)
 	h := newHub(t)
 	bad := newRecConn(true)
-	if err := h.Add("u1", bad); err != nil {
+	if err := h.Add("u1", bad, nil); err != nil {
 		t.Fatal(err)
 	}
 	startConsumer(t, nc, js, h, consumer.Config{MaxDeliver: 3, Backoff: []time.Duration{20 * time.Millisecond}})
@@ -213,7 +213,7 @@ func TestRetrySucceedsWhenTheConnectionRecovers(t *testing.T) {
 	nc, js := startJS(t)
 	h := newHub(t)
 	flaky := newRecConn(true)
-	_ = h.Add("u1", flaky)
+	_ = h.Add("u1", flaky, nil)
 	startConsumer(t, nc, js, h, consumer.Config{MaxDeliver: 5, Backoff: []time.Duration{50 * time.Millisecond}})
 	if _, err := js.Publish(context.Background(), "push.u1", []byte("eventually")); err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func TestDeletedConsumerIsRecreated(t *testing.T) {
 	nc, js := startJS(t)
 	h := newHub(t)
 	c := newRecConn(false)
-	_ = h.Add("u1", c)
+	_ = h.Add("u1", c, nil)
 	cons, _ := startConsumer(t, nc, js, h, consumer.Config{MonitorInterval: 100 * time.Millisecond})
 	ctx := context.Background()
 	if err := js.DeleteConsumer(ctx, wire.StreamName, wire.DurableName); err != nil {
@@ -283,7 +283,7 @@ func TestConnectRacingDeadLetterIsReplayed(t *testing.T) {
 		}
 		// Connect as the ws handler does: register, then ask for replay.
 		conns[i] = newRecConn(false)
-		if err := h.Add(uid, conns[i]); err != nil {
+		if err := h.Add(uid, conns[i], nil); err != nil {
 			t.Fatal(err)
 		}
 		node.replayer.TriggerReplay(uid)
@@ -313,7 +313,7 @@ func TestReplayRepublishesAndDeletes(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "5 dead letters", func() bool { return len(deadLetters(t, js, "later")) == 5 })
 	c := newRecConn(false)
-	_ = h.Add("later", c)
+	_ = h.Add("later", c, nil)
 	var progress []int
 	res, err := consumer.NewDLQ(js).Replay(ctx, "later", consumer.AllReplayable, func(i int) { progress = append(progress, i) }, nil)
 	n, skipped := res.Replayed, res.Skipped
@@ -355,7 +355,7 @@ func TestReplayKeepsTheMessagesOrigin(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newRecConn(false)
-	_ = h.Add("back", c)
+	_ = h.Add("back", c, nil)
 	if _, err := consumer.NewDLQ(js).Replay(ctx, "back", consumer.AllReplayable, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +389,7 @@ func TestPanicInDispatchIsContained(t *testing.T) {
 	nc, js := startJS(t)
 	h := newHub(t)
 	good := newRecConn(false)
-	_ = h.Add("good", good)
+	_ = h.Add("good", good, nil)
 	node := newTestNode(t, nc, js, h)
 	c, err := consumer.New(js, panicRouter{node.router, "boom"}, zaptest.NewLogger(t), consumer.Config{Backoff: []time.Duration{time.Hour}})
 	if err != nil {

@@ -81,7 +81,7 @@ func TestTTLPassedWhileAwayIsNotReplayed(t *testing.T) {
 	}
 	time.Sleep(time.Until(at.Add(1100 * time.Millisecond))) // the short TTL passes while away
 	c := newRecConn(false)
-	if err := h.Add("away", c); err != nil {
+	if err := h.Add("away", c, nil); err != nil {
 		t.Fatal(err)
 	}
 	node.replayer.TriggerReplay("away")
@@ -112,7 +112,7 @@ func TestTTLChecksEveryDelivery(t *testing.T) {
 	h := newHub(t)
 	startConsumer(t, nc, js, h, consumer.Config{Backoff: []time.Duration{time.Second}})
 	live := newRecConn(false)
-	_ = h.Add("live", live)
+	_ = h.Add("live", live, nil)
 	publishWith(t, js, "live", "fresh", wire.HeaderTTL, "60")
 	select {
 	case got := <-live.writes:
@@ -123,7 +123,7 @@ func TestTTLChecksEveryDelivery(t *testing.T) {
 		t.Fatal("a fresh message with a TTL was not delivered")
 	}
 	broken := newRecConn(true)
-	_ = h.Add("flaky", broken)
+	_ = h.Add("flaky", broken, nil)
 	seq, _ := publishWith(t, js, "flaky", "stale soon", wire.HeaderTTL, "300ms")
 	<-broken.writes // the first delivery fails; the retry comes 1s later
 	waitFor(t, 10*time.Second, "the expired retry acked", settledThrough(t, js, seq))
@@ -157,7 +157,7 @@ func TestOfflineDropIsNeverStored(t *testing.T) {
 
 	// Online, Pusher-Offline: drop changes nothing.
 	c := newRecConn(false)
-	_ = h.Add("here", c)
+	_ = h.Add("here", c, nil)
 	publishWith(t, js, "here", "typing...", wire.HeaderOffline, "drop")
 	select {
 	case <-c.writes:

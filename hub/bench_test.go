@@ -24,7 +24,7 @@ func BenchmarkRoute(b *testing.B) {
 		b.Run(strconv.Itoa(conns)+"conns", func(b *testing.B) {
 			h, _ := New(Config{})
 			for range conns {
-				_ = h.Add("u", &sinkConn{})
+				_ = h.Add("u", &sinkConn{}, nil)
 			}
 			m := &Message{Data: make([]byte, 128), Reporter: nopReporter{}}
 			b.ReportAllocs()
@@ -44,7 +44,7 @@ type singleLockHub struct {
 	count int
 }
 
-func (h *singleLockHub) Add(uid string, c Conn) error {
+func (h *singleLockHub) Add(uid string, c Conn, _ func(int)) error {
 	h.mu.Lock()
 	h.conns[uid] = append(h.conns[uid], c)
 	h.count++
@@ -52,7 +52,7 @@ func (h *singleLockHub) Add(uid string, c Conn) error {
 	return nil
 }
 
-func (h *singleLockHub) Remove(uid string, c Conn) {
+func (h *singleLockHub) Remove(uid string, c Conn, _ func(int)) {
 	h.mu.Lock()
 	list := h.conns[uid]
 	for i := range list {
@@ -84,8 +84,8 @@ func (h *singleLockHub) Route(uid string, m *Message) int {
 }
 
 type registry interface {
-	Add(uid string, c Conn) error
-	Remove(uid string, c Conn)
+	Add(uid string, c Conn, added func(int)) error
+	Remove(uid string, c Conn, removed func(int))
 	Route(uid string, m *Message) int
 }
 
@@ -108,7 +108,7 @@ func BenchmarkLookupParallel(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for _, n := range names {
-				_ = tc.reg.Add(n, &sinkConn{})
+				_ = tc.reg.Add(n, &sinkConn{}, nil)
 			}
 			var seed atomic.Uint64
 			b.ReportAllocs()
@@ -122,8 +122,8 @@ func BenchmarkLookupParallel(b *testing.B) {
 					x ^= x << 17
 					uid := names[x%uids]
 					if x%100 == 0 {
-						_ = tc.reg.Add(uid, churn)
-						tc.reg.Remove(uid, churn)
+						_ = tc.reg.Add(uid, churn, nil)
+						tc.reg.Remove(uid, churn, nil)
 						continue
 					}
 					tc.reg.Route(uid, m)
@@ -138,7 +138,7 @@ func BenchmarkLookupParallel(b *testing.B) {
 func TestRouteDoesNotAllocate(t *testing.T) {
 	h, _ := New(Config{})
 	for range 3 {
-		_ = h.Add("u", &sinkConn{})
+		_ = h.Add("u", &sinkConn{}, nil)
 	}
 	m := &Message{Data: make([]byte, 128), Reporter: nopReporter{}}
 	if allocs := testing.AllocsPerRun(1000, func() { h.Route("u", m) }); allocs != 0 {

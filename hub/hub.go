@@ -102,7 +102,13 @@ func (h *Hub) shardFor(uid string) *shard {
 
 // Add registers c under uid. It fails with ErrNodeFull, ErrUIDFull or
 // ErrClosed; on success the caller must call Remove exactly once.
-func (h *Hub) Add(uid string, c Conn) error {
+//
+// added, if not nil, is called with uid's connection count on this node
+// after the add, under the lock that orders uid's adds and removes: calls
+// for one uid (with Remove's removed) come in the order of the changes,
+// so presence events built from them never say "gone" after a later
+// "here". It must not block or call back into the Hub.
+func (h *Hub) Add(uid string, c Conn, added func(conns int)) error {
 	h.lifeMu.Lock()
 	if h.closed {
 		h.lifeMu.Unlock()
@@ -124,6 +130,9 @@ func (h *Hub) Add(uid string, c Conn) error {
 		return ErrUIDFull
 	}
 	s.conns[uid] = append(list, c)
+	if added != nil {
+		added(len(list) + 1)
+	}
 	s.mu.Unlock()
 	if len(list) == 0 && h.cfg.OnPresence != nil {
 		h.cfg.OnPresence(uid)
@@ -133,7 +142,8 @@ func (h *Hub) Add(uid string, c Conn) error {
 
 // Remove unregisters c from uid. Once it returns, Route will not hand c
 // another message, so the caller may drain c's queue knowing it stays empty.
-func (h *Hub) Remove(uid string, c Conn) {
+// removed, if not nil, is called as Add's added is, if c was registered.
+func (h *Hub) Remove(uid string, c Conn, removed func(conns int)) {
 	s := h.shardFor(uid)
 	s.mu.Lock()
 	list := s.conns[uid]
@@ -153,6 +163,9 @@ func (h *Hub) Remove(uid string, c Conn) {
 		delete(s.conns, uid)
 	} else {
 		s.conns[uid] = list
+	}
+	if found && removed != nil {
+		removed(len(list))
 	}
 	s.mu.Unlock()
 	if found {
@@ -210,12 +223,15 @@ func fanOut(list []Conn, m *Message) int {
 }
 
 // Online reports whether uid has at least one live connection on this node.
-func (h *Hub) Online(uid string) bool {
+func (h *Hub) Online(uid string) bool { return h.Count(uid) > 0 }
+
+// Count returns how many live connections uid has on this node.
+func (h *Hub) Count(uid string) int {
 	s := h.shardFor(uid)
 	s.mu.RLock()
 	n := len(s.conns[uid])
 	s.mu.RUnlock()
-	return n > 0
+	return n
 }
 
 // Kick closes every connection of uid with code and reason and returns how

@@ -97,7 +97,7 @@ func TestRouteOutcomes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := mustNew(t, Config{})
 			for _, c := range tt.give {
-				if err := h.Add("u1", c); err != nil {
+				if err := h.Add("u1", c, nil); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -131,8 +131,8 @@ func TestRouteOutcomes(t *testing.T) {
 func TestRouteOnlyToUID(t *testing.T) {
 	h := mustNew(t, Config{})
 	a, b := &testConn{accept: true}, &testConn{accept: true}
-	_ = h.Add("a", a)
-	_ = h.Add("b", b)
+	_ = h.Add("a", a, nil)
+	_ = h.Add("b", b, nil)
 	r := newReports()
 	h.Route("a", &Message{Data: []byte("x"), Reporter: r})
 	r.wait(t)
@@ -145,28 +145,28 @@ func TestRouteOnlyToUID(t *testing.T) {
 func TestLimits(t *testing.T) {
 	h := mustNew(t, Config{MaxConns: 3, MaxConnsPerUID: 2})
 	c := func() Conn { return &testConn{accept: true} }
-	if err := h.Add("a", c()); err != nil {
+	if err := h.Add("a", c(), nil); err != nil {
 		t.Fatal(err)
 	}
 	x := c()
-	if err := h.Add("a", x); err != nil {
+	if err := h.Add("a", x, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Add("a", c()); !errors.Is(err, ErrUIDFull) {
+	if err := h.Add("a", c(), nil); !errors.Is(err, ErrUIDFull) {
 		t.Fatalf("third conn for a: %v, want ErrUIDFull", err)
 	}
-	if err := h.Add("b", c()); err != nil {
+	if err := h.Add("b", c(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Add("c", c()); !errors.Is(err, ErrNodeFull) {
+	if err := h.Add("c", c(), nil); !errors.Is(err, ErrNodeFull) {
 		t.Fatalf("fourth conn: %v, want ErrNodeFull", err)
 	}
-	h.Remove("a", x)
-	h.Remove("a", x) // unknown conn: no effect
+	h.Remove("a", x, nil)
+	h.Remove("a", x, nil) // unknown conn: no effect
 	if got := h.Len(); got != 2 {
 		t.Fatalf("Len = %d, want 2", got)
 	}
-	if err := h.Add("c", c()); err != nil {
+	if err := h.Add("c", c(), nil); err != nil {
 		t.Fatalf("after a remove: %v", err)
 	}
 	if _, err := New(Config{MaxConns: -1}); err == nil {
@@ -180,8 +180,8 @@ func TestOnlineAndKick(t *testing.T) {
 	if h.Online("a") {
 		t.Fatal("online before add")
 	}
-	_ = h.Add("a", a1)
-	_ = h.Add("a", a2)
+	_ = h.Add("a", a1, nil)
+	_ = h.Add("a", a2, nil)
 	if !h.Online("a") {
 		t.Fatal("not online after add")
 	}
@@ -191,8 +191,8 @@ func TestOnlineAndKick(t *testing.T) {
 	if a1.code.Load() != 4001 || a2.code.Load() != 4001 {
 		t.Fatal("kick did not close both with 4001")
 	}
-	h.Remove("a", a1)
-	h.Remove("a", a2)
+	h.Remove("a", a1, nil)
+	h.Remove("a", a2, nil)
 	if h.Online("a") {
 		t.Fatal("online after remove")
 	}
@@ -202,7 +202,7 @@ func TestShutdown(t *testing.T) {
 	h := mustNew(t, Config{})
 	conns := []*testConn{{accept: true}, {accept: true}, {accept: true}}
 	for i, c := range conns {
-		_ = h.Add(string(rune('a'+i)), c)
+		_ = h.Add(string(rune('a'+i)), c, nil)
 	}
 	done := make(chan bool)
 	go func() { done <- h.Shutdown(nil, 1001, "bye") }()
@@ -216,7 +216,7 @@ func TestShutdown(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		h.Remove(string(rune('a'+i)), c)
+		h.Remove(string(rune('a'+i)), c, nil)
 	}
 	select {
 	case ok := <-done:
@@ -226,7 +226,7 @@ func TestShutdown(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after all conns left")
 	}
-	if err := h.Add("z", &testConn{}); !errors.Is(err, ErrClosed) {
+	if err := h.Add("z", &testConn{}, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Add after shutdown: %v, want ErrClosed", err)
 	}
 	if !h.Shutdown(nil, 1001, "bye") {
@@ -235,7 +235,7 @@ func TestShutdown(t *testing.T) {
 	stop := make(chan struct{})
 	close(stop)
 	h2 := mustNew(t, Config{})
-	_ = h2.Add("a", &testConn{accept: true})
+	_ = h2.Add("a", &testConn{accept: true}, nil)
 	if h2.Shutdown(stop, 1001, "bye") {
 		t.Fatal("Shutdown with expired deadline and a live conn returned true")
 	}
@@ -261,8 +261,8 @@ func TestConcurrentRouteAndChurn(t *testing.T) {
 				default:
 				}
 				c := &testConn{accept: true}
-				_ = h.Add(uid, c)
-				h.Remove(uid, c)
+				_ = h.Add(uid, c, nil)
+				h.Remove(uid, c, nil)
 				c.pending.Wait()
 			}
 		}()
@@ -295,11 +295,11 @@ func TestOnPresenceFiresOnFirstAndLast(t *testing.T) {
 	var calls []string
 	h := mustNew(t, Config{OnPresence: func(uid string) { calls = append(calls, uid) }})
 	a1, a2 := &testConn{accept: true}, &testConn{accept: true}
-	_ = h.Add("a", a1) // first: call
-	_ = h.Add("a", a2) // second: none
-	h.Remove("a", a1)  // one left: none
-	h.Remove("a", a2)  // last: call
-	h.Remove("a", a2)  // unknown: none
+	_ = h.Add("a", a1, nil) // first: call
+	_ = h.Add("a", a2, nil) // second: none
+	h.Remove("a", a1, nil)  // one left: none
+	h.Remove("a", a2, nil)  // last: call
+	h.Remove("a", a2, nil)  // unknown: none
 	if len(calls) != 2 || calls[0] != "a" || calls[1] != "a" {
 		t.Fatalf("OnPresence calls %v, want [a a]", calls)
 	}
@@ -310,7 +310,7 @@ func TestEachUID(t *testing.T) {
 	want := map[string]bool{}
 	for i := range 1000 {
 		uid := "u" + string(rune('a'+i%26)) + string(rune('0'+i%10)) + string(rune(i))
-		_ = h.Add(uid, &testConn{accept: true})
+		_ = h.Add(uid, &testConn{accept: true}, nil)
 		want[uid] = true
 	}
 	got := map[string]bool{}
@@ -322,5 +322,51 @@ func TestEachUID(t *testing.T) {
 		if !got[uid] {
 			t.Fatalf("EachUID missed %q", uid)
 		}
+	}
+}
+
+// TestAddRemoveReportCountsInOrder: the counts Add and Remove report for
+// one uid, from many goroutines at once, form the history of the changes:
+// each add one more than the report before it, each remove one less. A
+// presence event built from them never says "gone" after a later "here".
+func TestAddRemoveReportCountsInOrder(t *testing.T) {
+	h, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex // guards history; taken inside the hub's lock, as a sink's queue would be
+	var history []int // +n for an add reporting n, -n-1 for a remove reporting n
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				c := &testConn{accept: true}
+				if err := h.Add("u", c, func(n int) { mu.Lock(); history = append(history, n); mu.Unlock() }); err != nil {
+					t.Errorf("goroutine %d add %d: %v", g, i, err)
+					return
+				}
+				h.Remove("u", c, func(n int) { mu.Lock(); history = append(history, -n-1); mu.Unlock() })
+			}
+		}()
+	}
+	wg.Wait()
+	if len(history) != 2*8*200 {
+		t.Fatalf("%d reports, want %d", len(history), 2*8*200)
+	}
+	count := 0
+	for i, r := range history {
+		switch {
+		case r > 0 && r == count+1:
+			count++
+		case r < 0 && -r-1 == count-1:
+			count--
+		default:
+			t.Fatalf("report %d (%d) does not follow count %d: %v", i, r, count, history[max(0, i-5):i+1])
+		}
+	}
+	if count != 0 || h.Count("u") != 0 {
+		t.Fatalf("count %d at the end (hub %d), want 0", count, h.Count("u"))
 	}
 }

@@ -76,6 +76,13 @@ type Config struct {
 	// HandshakeTimeout is how long a client has to send its request
 	// headers; default 5s.
 	HandshakeTimeout time.Duration
+
+	// NodeName names this node in presence events and online answers;
+	// default the host name and the HTTP port ("web-1:8181").
+	NodeName string
+	// PresenceOff stops the pusher.presence.<uid> events (online queries
+	// are still answered).
+	PresenceOff bool
 }
 
 // Routing is how a node reaches a uid's connections.

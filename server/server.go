@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/natsserver"
+	"github.com/pusher-io/pusher/presence"
 	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws"
 )
@@ -62,6 +65,7 @@ type Server struct {
 	replayer *consumer.Replayer
 	node     *cluster.Node
 	cons     *consumer.Consumer
+	presence *presence.Publisher // nil when off
 	ws       *ws.Handler
 	http     *http.Server
 
@@ -115,12 +119,22 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
+	if s.cfg.NodeName == "" {
+		s.cfg.NodeName = defaultNodeName(s.ln.Addr())
+	}
 	if err := s.buildDelivery(ctx, reg); err != nil {
 		return err
 	}
 	wsCfg := ws.Config{
 		AllowedOrigins: s.cfg.AllowedOrigins, SendQueue: s.cfg.SendQueue, Registerer: reg,
 		WriteWait: writeWait, Confirm: s.cfg.Confirm, ConfirmTimeout: s.cfg.ConfirmTimeout,
+	}
+	if !s.cfg.PresenceOff {
+		if s.presence, err = presence.New(s.nats.js.Conn(), s.log, presence.Config{Node: s.cfg.NodeName, Registerer: reg}); err != nil {
+			return configErr(err)
+		}
+		s.presence.Start()
+		wsCfg.Presence = s.presence
 	}
 	if !s.cfg.NoReplayOnConnect {
 		wsCfg.OnConnect = s.replayer.TriggerReplay
@@ -154,7 +168,7 @@ func (s *Server) buildDelivery(ctx context.Context, reg prometheus.Registerer) e
 	}
 	s.replayer.Start()
 	node, err = cluster.New(s.nats.cluster, h, s.replayer, s.log, cluster.Config{
-		Routing: s.cfg.Routing == RoutingCluster, Timeout: s.cfg.requestTimeout(),
+		Routing: s.cfg.Routing == RoutingCluster, Timeout: s.cfg.requestTimeout(), Name: s.cfg.NodeName,
 	})
 	if err != nil {
 		return configErr(err)
@@ -178,6 +192,19 @@ func (s *Server) buildDelivery(ctx context.Context, reg prometheus.Registerer) e
 	}
 	s.cons = cons
 	return nil
+}
+
+// defaultNodeName is the host name and the HTTP port: unique per node
+// even with several on one host, and what an operator recognises.
+func defaultNodeName(addr net.Addr) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "pusher"
+	}
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		return host + ":" + strconv.Itoa(ta.Port)
+	}
+	return host
 }
 
 // Addr is the address HTTP and WebSocket clients reach this node on.
@@ -262,6 +289,13 @@ func (s *Server) shutdown(ctx context.Context) {
 // consumer, NATS, the pprof listener. New calls it on an error; Close
 // after the steps that need live connections.
 func (s *Server) teardown(ctx context.Context) {
+	if s.presence != nil {
+		// The connections' disconnects are queued: out they go, before
+		// NATS drains.
+		if err := s.presence.Close(ctx); err != nil {
+			s.log.Warn(evIncomplete, zap.String("step", "presence"), zap.Error(err))
+		}
+	}
 	if s.node != nil {
 		s.node.Close()
 	}

@@ -18,11 +18,13 @@ const (
 )
 
 const (
-	pushPrefix    = "push."
-	dlqPrefix     = "dlq.push."
-	kickPrefix    = "pusher.kick."
-	replayPrefix  = "pusher.replay."
-	deliverPrefix = "pusher.deliver."
+	pushPrefix     = "push."
+	dlqPrefix      = "dlq.push."
+	kickPrefix     = "pusher.kick."
+	replayPrefix   = "pusher.replay."
+	deliverPrefix  = "pusher.deliver."
+	presencePrefix = "pusher.presence."
+	onlinePrefix   = "pusher.online."
 )
 
 // Subject filters.
@@ -41,6 +43,9 @@ const (
 	// DeliverSubjects is where delivery requests between nodes travel
 	// (core NATS); a node subscribes DeliverSubject(uid) per local uid.
 	DeliverSubjects = deliverPrefix + "*"
+	// PresenceSubjects is where nodes publish presence events (core
+	// NATS): subscribe to it to hear of every connect and disconnect.
+	PresenceSubjects = presencePrefix + "*"
 )
 
 // BadSubjectUID is the DLQ token of dead letters whose subject named no
@@ -63,6 +68,13 @@ func ReplaySubject(uid string) string { return replayPrefix + uid }
 // DeliverSubject is what a node holding uid listens on.
 func DeliverSubject(uid string) string { return deliverPrefix + uid }
 
+// PresenceSubject carries uid's presence events.
+func PresenceSubject(uid string) string { return presencePrefix + uid }
+
+// OnlineSubject is where every node holding uid answers "is uid online?"
+// requests; no responders means offline.
+func OnlineSubject(uid string) string { return onlinePrefix + uid }
+
 // UIDFromSubject returns the uid of a push.<uid> subject, or an error
 // wrapping ErrBadUID when the subject names no valid uid.
 func UIDFromSubject(subject string) (string, error) { return uidAfter(pushPrefix, subject) }
@@ -78,6 +90,9 @@ func UIDFromReplaySubject(subject string) (string, error) { return uidAfter(repl
 
 // UIDFromDeliverSubject is UIDFromSubject for pusher.deliver.<uid>.
 func UIDFromDeliverSubject(subject string) (string, error) { return uidAfter(deliverPrefix, subject) }
+
+// UIDFromOnlineSubject is UIDFromSubject for pusher.online.<uid>.
+func UIDFromOnlineSubject(subject string) (string, error) { return uidAfter(onlinePrefix, subject) }
 
 func uidAfter(prefix, subject string) (string, error) {
 	uid, ok := strings.CutPrefix(subject, prefix)

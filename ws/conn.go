@@ -229,9 +229,9 @@ func (h *Handler) finish(c *conn) {
 	// write in progress, once the poller let go of it and no read runs.
 	h.poll.Stop(&c.in)
 	c.writers.Wait()
-	h.hub.Remove(c.uid, c)
-	c.drain()
 	code, reason := c.endStatus()
+	h.hub.Remove(c.uid, c, h.disconnected(c, code))
+	c.drain()
 	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
 		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
 			zap.Duration("duration", h.now().sub(c.started)))

@@ -512,8 +512,10 @@ func TestPingKeepsAlive(t *testing.T) {
 
 func testPingKeepsAlive(t *testing.T, goroutineReaders bool) {
 	const (
-		interval = 20 * time.Millisecond
-		pongWait = 100 * time.Millisecond
+		// pongWait leaves room for a loaded machine: the live client's
+		// pong must cross a scheduler that may be busy for 100 ms.
+		interval = 50 * time.Millisecond
+		pongWait = 400 * time.Millisecond
 	)
 	ts := newTestServer(t, setup{WS: Config{PingInterval: interval, PongWait: pongWait}, GoroutineReaders: goroutineReaders})
 	raw := ts.connect(t, "live")

@@ -56,10 +56,43 @@ type Config struct {
 	// OnConnect, if set, is called with the uid after each successful
 	// upgrade (replay of dead letters). It must not block.
 	OnConnect func(uid string)
+	// Presence, if set, hears of every connection this node gains and
+	// loses (presence events for backends).
+	Presence Presence
 	// Registerer receives pusher_connects_total,
 	// pusher_confirm_latency_seconds and pusher_unresponsive_closes_total;
 	// nil keeps them unregistered.
 	Registerer prometheus.Registerer
+}
+
+// Presence hears of every connection a node gains and loses, with the
+// uid's connection count on the node after the change. Calls for one uid
+// come in the order of the changes (they are made under the hub's lock
+// for that uid), so neither method may block or call into the hub.
+type Presence interface {
+	Connected(uid string, conn uint64, conns int)
+	// Disconnected's code is the close code the connection ended with
+	// (1006 when it was dropped without one).
+	Disconnected(uid string, conn uint64, conns int, code int)
+}
+
+// connected is the hub.Add callback that tells Presence of c.
+func (h *Handler) connected(c *conn) func(int) {
+	if h.cfg.Presence == nil {
+		return nil
+	}
+	return func(n int) { h.cfg.Presence.Connected(c.uid, c.id, n) }
+}
+
+// disconnected is the hub.Remove callback that tells Presence of c's end.
+func (h *Handler) disconnected(c *conn, code int) func(int) {
+	if h.cfg.Presence == nil {
+		return nil
+	}
+	if code == 0 {
+		code = websocket.CloseAbnormalClosure
+	}
+	return func(n int) { h.cfg.Presence.Disconnected(c.uid, c.id, n, code) }
 }
 
 // Confirm is what counts as delivered on one connection.
@@ -250,7 +283,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// No child logger per connection: even a lazy one costs every idle
 	// connection a clone, and a connection logs only a few lines.
 	c := newConn(id, uid, h)
-	if err := h.hub.Add(uid, c); err != nil {
+	if err := h.hub.Add(uid, c, h.connected(c)); err != nil {
 		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
 		if errors.Is(err, hub.ErrUIDFull) {
 			status, msg = http.StatusTooManyRequests, "too many connections for this user"
@@ -312,7 +345,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 		// The upgrader has answered with an HTTP error already.
 		h.met.connects.WithLabelValues("upgrade_failed").Inc()
 		h.log.Info(evRefused, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
-		h.hub.Remove(c.uid, c)
+		h.hub.Remove(c.uid, c, h.disconnected(c, websocket.CloseAbnormalClosure))
 		c.drain()
 		return
 	}
