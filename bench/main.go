@@ -217,6 +217,8 @@ type bench struct {
 	// protocol is the clients' subprotocol for the next ones started:
 	// "" (raw frames) or "v1" (pusher.v1).
 	protocol string
+	// presenceOff starts the next pusher with PUSHER_PRESENCE=false.
+	presenceOff bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -280,6 +282,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		{"latency [write]", b.phaseLatency},
 		{"pong vs write, v1 vs raw", b.compareModes},
 		{"connections", b.phaseConnections},
+		{"presence off", b.usePresenceOff},
+		{"connections [nopresence]", b.phaseConnections},
+		{"presence on vs off", b.comparePresence},
 		{"stop", b.finish},
 	}
 	if cfg.cluster {
@@ -354,6 +359,9 @@ func (b *bench) pusherConfig() harness.PusherConfig {
 	if b.confirm != "" {
 		cfg.Env["PUSHER_DELIVERY_CONFIRM"] = b.confirm
 	}
+	if b.presenceOff {
+		cfg.Env["PUSHER_PRESENCE"] = "false"
+	}
 	return cfg
 }
 
@@ -363,6 +371,26 @@ func (b *bench) pusherConfig() harness.PusherConfig {
 func (b *bench) useV1(ctx context.Context) error {
 	b.protocol, b.res.variant = "v1", "v1"
 	return b.restartPusher(ctx)
+}
+
+// usePresenceOff has the next pusher (the connections phase starts its
+// own) run without presence events, so that phase says what they cost
+// the connect path, in the same run.
+func (b *bench) usePresenceOff(context.Context) error {
+	b.presenceOff, b.res.variant = true, "nopresence"
+	return nil
+}
+
+// comparePresence puts the connect path with presence events next to the
+// one without.
+func (b *bench) comparePresence(context.Context) error {
+	b.presenceOff, b.res.variant = false, ""
+	b.ratios([]ratioRow{
+		{"connect_rate_per_s", "", "nopresence", "presence on / off: connect rate", "conns/s", 0},
+		{"server_cpu_us_per_connect", "", "nopresence", "presence on / off: server CPU per connect", "µs", 0},
+		{"rss_kib_per_idle_conn", "", "nopresence", "presence on / off: RSS per idle connection", "KiB", 0},
+	})
+	return nil
 }
 
 // useWriteMode restarts pusher with PUSHER_DELIVERY_CONFIRM=write and raw
@@ -377,39 +405,15 @@ func (b *bench) useWriteMode(ctx context.Context) error {
 // default for the phases after.
 func (b *bench) compareModes(context.Context) error {
 	b.confirm, b.res.variant = "", ""
-	// ratio adds a's figure over b's; "" is the default (raw, pong).
-	ratio := func(name, a, bv, label, unit string, target float64) {
-		key := func(v string) string {
-			if v == "" {
-				return name
-			}
-			return name + "_" + v
-		}
-		x, ok1 := b.res.get(key(a))
-		y, ok2 := b.res.get(key(bv))
-		if !ok1 || !ok2 || y == 0 {
-			return
-		}
-		or := func(v, def string) string {
-			if v == "" {
-				return def
-			}
-			return v
-		}
-		m := metric{Name: name + "_" + or(a, "pong") + "_to_" + or(bv, "pong"), Label: label, Value: x / y, Unit: "ratio", prec: 2,
-			Extra: fmt.Sprintf("%.2f / %.2f %s", x, y, unit)}
-		if target > 0 {
-			m.Op, m.Target = "<=", target
-		}
-		b.res.add(m)
-	}
 	at := fmt.Sprintf("at %s msgs/s", comma(float64(b.cfg.rate), 0))
-	ratio("server_cpu_us_per_msg", "", "write", "pong / write: server CPU per message, throughput", "µs", 1.15)
-	ratio("latency_cpu_us_per_msg", "", "write", "pong / write: server CPU per message "+at, "µs", 1.15)
-	ratio("server_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message, throughput", "µs", 0)
-	ratio("latency_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message "+at, "µs", 0)
-	ratio("throughput_msgs_per_s", "v1", "", "pusher.v1 / raw: throughput", "msgs/s", 0)
-	ratio("latency_p99_ms", "v1", "", "pusher.v1 / raw: latency p99 "+at, "ms", 0)
+	b.ratios([]ratioRow{
+		{"server_cpu_us_per_msg", "", "write", "pong / write: server CPU per message, throughput", "µs", 1.15},
+		{"latency_cpu_us_per_msg", "", "write", "pong / write: server CPU per message " + at, "µs", 1.15},
+		{"server_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message, throughput", "µs", 0},
+		{"latency_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message " + at, "µs", 0},
+		{"throughput_msgs_per_s", "v1", "", "pusher.v1 / raw: throughput", "msgs/s", 0},
+		{"latency_p99_ms", "v1", "", "pusher.v1 / raw: latency p99 " + at, "ms", 0},
+	})
 	return nil
 }
 
@@ -593,4 +597,44 @@ func describeMachine() machine {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	return m
+}
+
+// ratioRow is one figure of a variant over another's, both measured in
+// this run; a variant "" is the default configuration.
+type ratioRow struct {
+	name, a, b, label, unit string
+	target                  float64 // > 0: the ratio must be at most this
+}
+
+// ratios adds each row's ratio, where both figures were measured.
+func (b *bench) ratios(rows []ratioRow) {
+	key := func(name, v string) string {
+		if v == "" {
+			return name
+		}
+		return name + "_" + v
+	}
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	for _, r := range rows {
+		x, ok1 := b.res.get(key(r.name, r.a))
+		y, ok2 := b.res.get(key(r.name, r.b))
+		if !ok1 || !ok2 || y == 0 {
+			continue
+		}
+		def := "pong"
+		if r.a == "" && r.b == "nopresence" {
+			def = "presence"
+		}
+		m := metric{Name: r.name + "_" + or(r.a, def) + "_to_" + or(r.b, def), Label: r.label, Value: x / y, Unit: "ratio", prec: 2,
+			Extra: fmt.Sprintf("%.2f / %.2f %s", x, y, r.unit)}
+		if r.target > 0 {
+			m.Op, m.Target = "<=", r.target
+		}
+		b.res.add(m)
+	}
 }
