@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -152,4 +153,56 @@ func committedEdKey(tb testing.TB) (any, []byte) {
 		tb.Fatalf("parse committed private key: %v", err)
 	}
 	return priv, readKeyFile(tb, "ed25519.pub.pem")
+}
+
+// b64 is base64url without padding, as JWKs encode their members.
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// jwkWith merges extra into a JWK (omit{} deletes a member).
+func jwkWith(k, extra map[string]any) map[string]any {
+	for name, v := range extra {
+		if v == (omit{}) {
+			delete(k, name)
+			continue
+		}
+		k[name] = v
+	}
+	return k
+}
+
+func rsaJWK(kid string, pub *rsa.PublicKey, extra map[string]any) map[string]any {
+	return jwkWith(map[string]any{
+		"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+		"n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes()),
+	}, extra)
+}
+
+func ecJWK(tb testing.TB, kid string, pub *ecdsa.PublicKey, extra map[string]any) map[string]any {
+	tb.Helper()
+	point, err := pub.Bytes() // 0x04 || X || Y
+	if err != nil {
+		tb.Fatal(err)
+	}
+	size := (len(point) - 1) / 2
+	return jwkWith(map[string]any{
+		"kty": "EC", "kid": kid, "crv": pub.Curve.Params().Name, "alg": "ES256",
+		"x": b64(point[1 : 1+size]), "y": b64(point[1+size:]),
+	}, extra)
+}
+
+func edJWK(kid string, pub ed25519.PublicKey, extra map[string]any) map[string]any {
+	return jwkWith(map[string]any{"kty": "OKP", "kid": kid, "crv": "Ed25519", "alg": "EdDSA", "x": b64(pub)}, extra)
+}
+
+// jwksDoc encodes keys as a JWKS document.
+func jwksDoc(tb testing.TB, keys ...map[string]any) []byte {
+	tb.Helper()
+	if keys == nil {
+		keys = []map[string]any{}
+	}
+	b, err := json.Marshal(map[string]any{"keys": keys})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
