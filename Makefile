@@ -4,7 +4,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 # Fuzz targets as package:Name; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := \
-	./auth:FuzzVerify ./auth:FuzzTokenFromRequest \
+	./auth:FuzzVerify ./auth:FuzzTokenFromRequest ./auth:FuzzJWKS \
 	./wire:FuzzValidUID ./wire:FuzzParsePolicy \
 	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \

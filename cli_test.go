@@ -45,6 +45,8 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		{name: "bad routing", give: []string{"serve", "--routing", "sideways"}, wantCode: 2, wantErr: "--routing"},
 		{name: "bad confirm", give: []string{"serve", "--delivery-confirm", "maybe"}, wantCode: 2, wantErr: "--delivery-confirm"},
 		{name: "external NATS needs a key", env: map[string]string{"PUSHER_NATS_URL": "nats://127.0.0.1:1"}, give: []string{"serve"}, wantCode: 2, wantErr: "JWT_SECRET"},
+		{name: "JWKS URL not http(s)", env: map[string]string{"PUSHER_JWKS_URL": "ftp://idp.example/jwks"}, give: []string{"serve", "--http-addr", "127.0.0.1:0"}, wantCode: 2, wantErr: "JWKS URL"},
+		{name: "JWKS alone, provider down", env: map[string]string{"PUSHER_JWKS_URL": "http://127.0.0.1:1/jwks"}, give: []string{"serve", "--http-addr", "127.0.0.1:0"}, wantCode: 1, wantErr: "first fetch"},
 		{name: "token without uid", give: []string{"token"}, wantCode: 2, wantErr: "--uid is required"},
 		{name: "token with bad uid", give: []string{"token", "--uid", "a.b"}, wantCode: 2, wantErr: "invalid uid"},
 		{name: "pub needs two args", give: []string{"pub", "123"}, wantCode: 2, wantErr: "uid and a message"},

@@ -19,8 +19,9 @@ type serveFlags struct {
 	httpAddr, natsListen, dataDir                     *string
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
-	jwtUIDClaim, allowedOrigins, backoff, logLevel    *string
-	apiKey, pprofAddr, routing, confirm, nodeName     *string
+	jwtUIDClaim, jwksURL, allowedOrigins, backoff     *string
+	logLevel, nodeName                                *string
+	apiKey, pprofAddr, routing, confirm               *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
 	handshakeTimeout, confirmTimeout                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
@@ -41,6 +42,7 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 		jwtIssuer:      f.String("jwt-issuer", "PUSHER_JWT_ISSUER", "", "required token issuer (iss), if set"),
 		jwtAudience:    f.String("jwt-audience", "PUSHER_JWT_AUDIENCE", "", "required token audience (aud), if set"),
 		jwtUIDClaim:    f.String("jwt-uid-claim", "PUSHER_JWT_UID_CLAIM", "uid", "claim holding the user id (falls back to sub)"),
+		jwksURL:        f.String("jwks-url", "PUSHER_JWKS_URL", "", "identity provider's JWKS URL (https://): its RS256/ES256/EdDSA keys verify client tokens by kid"),
 		allowedOrigins: f.List("allowed-origins", "PUSHER_ALLOWED_ORIGINS", "", "browser origins allowed to connect, * for any; empty: same origin only"),
 		apiKey:         f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
 		pprofAddr:      f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
@@ -104,6 +106,7 @@ func (c *serveFlags) config() (server.Config, error) {
 			HMACSecret: []byte(*c.jwtSecret), Issuer: *c.jwtIssuer,
 			Audience: *c.jwtAudience, UIDClaim: *c.jwtUIDClaim,
 		},
+		JWKS:           auth.JWKSConfig{URL: *c.jwksURL},
 		AllowedOrigins: splitList(*c.allowedOrigins), APIKey: *c.apiKey, PprofAddr: *c.pprofAddr, UIOff: !*c.ui,
 		Routing: routing,
 		Topology: consumer.Topology{

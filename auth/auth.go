@@ -3,6 +3,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -39,4 +40,9 @@ var (
 	// ErrMissingUID means neither the uid claim nor sub holds a non-empty
 	// string, or the uid claim is present but not a string.
 	ErrMissingUID = errors.New("token has no uid")
+	// ErrUnknownKey is the ErrInvalidToken of a token whose kid names no
+	// key of the JWKS (after the refetch Verify may make), and which no
+	// other configured key verified either. From VerifyCached it means a
+	// fetch might still help: Verify may accept the same token.
+	ErrUnknownKey = fmt.Errorf("%w: unknown key id", ErrInvalidToken)
 )

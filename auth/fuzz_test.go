@@ -1,11 +1,16 @@
 package auth
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,4 +121,80 @@ func headerAlg(t *testing.T, token string) string {
 	}
 	alg, _ := h["alg"].(string)
 	return alg
+}
+
+// FuzzJWKS feeds parseJWKS arbitrary documents (they come from outside):
+// no panic; a document either fails whole or has each of its keys kept or
+// ignored exactly once; and a kept key is always one of the three pinned
+// kinds, never a symmetric key, a weak RSA key or another curve.
+func FuzzJWKS(f *testing.F) {
+	k := newTestKeys(f)
+	weak := newRSAKey(f, 1024)
+	edPub := k.ed.Public().(ed25519.PublicKey)
+	f.Add(jwksDoc(f, rsaJWK("r", &k.rsa.PublicKey, nil), ecJWK(f, "e", &k.ec.PublicKey, nil), edJWK("d", edPub, nil)))
+	f.Add(jwksDoc(f, rsaJWK("k", &k.rsa.PublicKey, map[string]any{"alg": omit{}, "use": omit{}}), ecJWK(f, "k", &k.ec.PublicKey, nil)))
+	f.Add(jwksDoc(f, rsaJWK("weak", &weak.PublicKey, nil), rsaJWK("enc", &k.rsa.PublicKey, map[string]any{"use": "enc"}),
+		rsaJWK("ops", &k.rsa.PublicKey, map[string]any{"key_ops": []string{"verify"}}), edJWK("x", edPub, map[string]any{"crv": "X25519"})))
+	f.Add(jwksDoc(f, ecJWK(f, "rs", &k.ec.PublicKey, map[string]any{"alg": "RS256"}), edJWK("none", edPub, map[string]any{"alg": "none"})))
+	f.Add([]byte(`{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0","alg":"HS256"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"},"x",null,{"kid":7}]}`))
+	f.Add([]byte(`{"keys":null}`))
+	f.Add([]byte(`{"keys":{}}`))
+	f.Add([]byte(`[]`))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		set, ignored, err := parseJWKS(data)
+		if err != nil {
+			if set != nil || ignored != nil {
+				t.Fatalf("keys %v, ignored %q returned with error %v", set, ignored, err)
+			}
+			return
+		}
+		var doc map[string]json.RawMessage
+		var keys []json.RawMessage
+		if json.Unmarshal(data, &doc) != nil || json.Unmarshal(doc["keys"], &keys) != nil {
+			t.Fatalf("parseJWKS accepted what encoding/json refuses: %q", data)
+		}
+		if got := set.len() + len(ignored); got != len(keys) {
+			t.Fatalf("%d kept + %d ignored for %d keys", set.len(), len(ignored), len(keys))
+		}
+		if len(set.kids) != len(set.byKID) || !slices.IsSorted(set.kids) {
+			t.Fatalf("kids %q do not list the %d named keys in order", set.kids, len(set.byKID))
+		}
+		for _, kid := range set.kids {
+			ks := set.byKID[kid]
+			if kid == "" || len(ks) == 0 {
+				t.Fatalf("kid %q with %d keys", kid, len(ks))
+			}
+			seen := map[string]bool{}
+			for _, key := range ks {
+				if seen[key.alg] {
+					t.Fatalf("kid %q has two %s keys", kid, key.alg)
+				}
+				seen[key.alg] = true
+				checkPinned(t, kid, key)
+			}
+		}
+	})
+}
+
+// checkPinned fails t unless key is of the one kind its alg allows.
+func checkPinned(t *testing.T, kid string, key jwk) {
+	t.Helper()
+	switch pub := key.key.(type) {
+	case *rsa.PublicKey:
+		if bits := pub.N.BitLen(); key.alg != "RS256" || bits < minRSABits || bits > maxRSABits || pub.E < 3 || pub.E%2 == 0 {
+			t.Fatalf("kid %q: RSA key of %d bits, e %d, for %s", kid, bits, pub.E, key.alg)
+		}
+	case *ecdsa.PublicKey:
+		if _, err := pub.ECDH(); key.alg != "ES256" || pub.Curve != elliptic.P256() || err != nil {
+			t.Fatalf("kid %q: EC key on %s for %s (%v)", kid, pub.Curve.Params().Name, key.alg, err)
+		}
+	case ed25519.PublicKey:
+		if key.alg != "EdDSA" || len(pub) != ed25519.PublicKeySize {
+			t.Fatalf("kid %q: Ed25519 key of %d bytes for %s", kid, len(pub), key.alg)
+		}
+	default:
+		t.Fatalf("kid %q: key of type %T for %s", kid, key.key, key.alg)
+	}
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -8,14 +9,20 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
 )
 
 // testNow is the injected clock of every test: nothing here reads the wall clock.
@@ -152,4 +159,197 @@ func committedEdKey(tb testing.TB) (any, []byte) {
 		tb.Fatalf("parse committed private key: %v", err)
 	}
 	return priv, readKeyFile(tb, "ed25519.pub.pem")
+}
+
+// signKID mints a token like sign, with kid in its header when non-empty.
+func signKID(tb testing.TB, m jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+	tb.Helper()
+	tok := jwt.NewWithClaims(m, claims)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		tb.Fatalf("sign %s token: %v", m.Alg(), err)
+	}
+	return s
+}
+
+// b64 is base64url without padding, as JWKs encode their members.
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// jwkWith merges extra into a JWK (omit{} deletes a member).
+func jwkWith(k, extra map[string]any) map[string]any {
+	for name, v := range extra {
+		if v == (omit{}) {
+			delete(k, name)
+			continue
+		}
+		k[name] = v
+	}
+	return k
+}
+
+func rsaJWK(kid string, pub *rsa.PublicKey, extra map[string]any) map[string]any {
+	return jwkWith(map[string]any{
+		"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+		"n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes()),
+	}, extra)
+}
+
+func ecJWK(tb testing.TB, kid string, pub *ecdsa.PublicKey, extra map[string]any) map[string]any {
+	tb.Helper()
+	point, err := pub.Bytes() // 0x04 || X || Y
+	if err != nil {
+		tb.Fatal(err)
+	}
+	size := (len(point) - 1) / 2
+	return jwkWith(map[string]any{
+		"kty": "EC", "kid": kid, "crv": pub.Curve.Params().Name, "alg": "ES256",
+		"x": b64(point[1 : 1+size]), "y": b64(point[1+size:]),
+	}, extra)
+}
+
+func edJWK(kid string, pub ed25519.PublicKey, extra map[string]any) map[string]any {
+	return jwkWith(map[string]any{"kty": "OKP", "kid": kid, "crv": "Ed25519", "alg": "EdDSA", "x": b64(pub)}, extra)
+}
+
+// jwksDoc encodes keys as a JWKS document.
+func jwksDoc(tb testing.TB, keys ...map[string]any) []byte {
+	tb.Helper()
+	if keys == nil {
+		keys = []map[string]any{}
+	}
+	b, err := json.Marshal(map[string]any{"keys": keys})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// testProvider is an identity provider's JWKS endpoint: a real HTTP
+// server whose document, status and speed a test changes while it runs,
+// and which counts the requests it got.
+type testProvider struct {
+	srv     *httptest.Server
+	fetches atomic.Int64 // requests received, counted on arrival
+
+	mu     sync.Mutex
+	doc    []byte
+	status int
+	hold   chan struct{} // non-nil: requests wait for it to close, or for the client to give up
+}
+
+func newTestProvider(tb testing.TB, keys ...map[string]any) *testProvider {
+	tb.Helper()
+	p := &testProvider{doc: jwksDoc(tb, keys...), status: http.StatusOK}
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.fetches.Add(1)
+		p.mu.Lock()
+		doc, status, hold := p.doc, p.status, p.hold
+		p.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.WriteHeader(status)
+		_, _ = w.Write(doc)
+	}))
+	tb.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *testProvider) url() string { return p.srv.URL + "/.well-known/jwks.json" }
+
+func (p *testProvider) serve(tb testing.TB, keys ...map[string]any) { p.serveDoc(jwksDoc(tb, keys...)) }
+
+func (p *testProvider) serveDoc(doc []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.doc = doc
+}
+
+func (p *testProvider) setStatus(code int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status = code
+}
+
+// holdRequests makes requests wait until release is called.
+func (p *testProvider) holdRequests() (release func()) {
+	hold := make(chan struct{})
+	p.mu.Lock()
+	p.hold = hold
+	p.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.hold = nil
+			p.mu.Unlock()
+			close(hold)
+		})
+	}
+}
+
+// fakeClock is the unknown-kid rate limit's clock, moved by the test.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// newTestJWKS builds a JWKS on p with a fake rate-limit clock, fetches
+// once (which must succeed), and closes it in t.Cleanup.
+func newTestJWKS(tb testing.TB, p *testProvider, cfg JWKSConfig, log *zap.Logger) (*JWKS, *fakeClock) {
+	tb.Helper()
+	clock := &fakeClock{now: testNow}
+	cfg.URL = p.url()
+	if cfg.Now == nil {
+		cfg.Now = clock.Now
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	j, err := NewJWKS(cfg, log)
+	if err != nil {
+		tb.Fatalf("NewJWKS: %v", err)
+	}
+	tb.Cleanup(j.Close)
+	if err := j.Refresh(context.Background()); err != nil {
+		tb.Fatalf("first JWKS fetch: %v", err)
+	}
+	return j, clock
+}
+
+// waitFor polls cond until it returns nil, failing tb with cond's last
+// error (why it was still waiting) after timeout.
+func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

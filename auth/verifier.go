@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -19,8 +20,11 @@ import (
 const minRSABits = 2048
 
 // Config tunes a Verifier. Zero values mean the documented default; at least
-// one of HMACSecret and PublicKeyPEM must be set. With both set, each verifies
-// only its own algorithm family.
+// one of HMACSecret, PublicKeyPEM and JWKS must be set. With several set,
+// each verifies only its own algorithm family: HS256 tokens only the secret;
+// RS256, ES256 and EdDSA tokens the JWKS key their kid names (for the token's
+// alg), else the PEM key if it is of that algorithm. A JWKS key is only ever
+// chosen by kid, so a token without kid is for the PEM key.
 type Config struct {
 	// HMACSecret enables HS256 when non-empty. NewVerifier copies it.
 	HMACSecret []byte
@@ -45,13 +49,19 @@ type Config struct {
 	MaxTokenBytes int
 	// Now is the clock; default time.Now. Tests inject a fixed clock.
 	Now func() time.Time
+	// JWKS, when set, supplies RS256, ES256 and EdDSA keys chosen by the
+	// token's kid. The Verifier only reads it (and asks it for
+	// rate-limited refetches); whoever built it starts and closes it.
+	JWKS *JWKS
 }
 
 // Verifier verifies JWTs against the keys, algorithms and claim rules of one
-// Config. It is immutable after NewVerifier and safe for concurrent use.
+// Config. It is immutable after NewVerifier (the JWKS's key set changes
+// underneath it) and safe for concurrent use.
 type Verifier struct {
 	secret   []byte           // HS256 key; nil when HS256 is disabled
 	pubKey   crypto.PublicKey // nil when no public key is configured
+	jwks     *JWKS            // nil when no JWKS is configured
 	uidClaim string
 	maxBytes int
 	parser   *jwt.Parser // read-only after NewVerifier, so shared by all callers
@@ -67,7 +77,7 @@ type Claims struct {
 }
 
 // NewVerifier validates cfg, applies defaults and returns a Verifier. It fails
-// when neither key is given, the PEM does not hold a supported public key (RSA
+// when no key is given, the PEM does not hold a supported public key (RSA
 // under 2048 bits, ECDSA on a curve other than P-256 and other key types are
 // refused), or Leeway or MaxTokenBytes is negative.
 func NewVerifier(cfg Config) (*Verifier, error) {
@@ -77,12 +87,13 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.MaxTokenBytes < 0 {
 		return nil, fmt.Errorf("new verifier: negative max token bytes %d", cfg.MaxTokenBytes)
 	}
-	if len(cfg.HMACSecret) == 0 && len(cfg.PublicKeyPEM) == 0 {
-		return nil, errors.New("new verifier: neither an HMAC secret nor a public key is configured")
+	if len(cfg.HMACSecret) == 0 && len(cfg.PublicKeyPEM) == 0 && cfg.JWKS == nil {
+		return nil, errors.New("new verifier: neither an HMAC secret nor a public key nor a JWKS is configured")
 	}
 	v := &Verifier{
 		uidClaim: cfg.UIDClaim,
 		maxBytes: cfg.MaxTokenBytes,
+		jwks:     cfg.JWKS,
 	}
 	if v.uidClaim == "" {
 		v.uidClaim = DefaultUIDClaim
@@ -112,6 +123,13 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		v.pubKey = key
 		methods = append(methods, alg)
 	}
+	if cfg.JWKS != nil {
+		for _, alg := range []string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg(), jwt.SigningMethodEdDSA.Alg()} {
+			if !slices.Contains(methods, alg) {
+				methods = append(methods, alg)
+			}
+		}
+	}
 
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
@@ -139,16 +157,51 @@ func (v *Verifier) MaxTokenBytes() int { return v.maxBytes }
 // ErrTokenTooLarge, ErrInvalidToken, ErrExpired, ErrNotYetValid or
 // ErrMissingUID, with the jwt library's error as detail; a token failing
 // several claim checks is ErrInvalidToken unless all failures are about time.
-func (v *Verifier) Verify(token string) (Claims, error) {
+// A token whose kid the JWKS does not know is ErrUnknownKey (an
+// ErrInvalidToken).
+//
+// Verify may block: for an RS256, ES256 or EdDSA token whose kid the JWKS
+// does not know, it joins the JWKS fetch running, or starts one on the
+// calling goroutine if no unknown-kid fetch started in the last
+// JWKSConfig.UnknownKIDInterval, and waits for it: at most
+// JWKSConfig.Timeout (10s by default). Otherwise it never blocks or does
+// I/O. Call it from a request's goroutine; where blocking is not allowed (a
+// loop serving many connections), use VerifyCached.
+func (v *Verifier) Verify(token string) (Claims, error) { return v.verify(token, true) }
+
+// VerifyCached is Verify without any fetch or wait: it never blocks. For a
+// token whose kid the cached JWKS key set does not know it returns
+// ErrUnknownKey at once and hands the kid to the JWKS's background
+// refresher for a rate-limited refetch, so that a later call may succeed.
+func (v *Verifier) VerifyCached(token string) (Claims, error) { return v.verify(token, false) }
+
+func (v *Verifier) verify(token string, fetch bool) (Claims, error) {
 	if token == "" {
 		return Claims{}, ErrNoToken
 	}
 	if len(token) > v.maxBytes {
 		return Claims{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTokenTooLarge, len(token), v.maxBytes)
 	}
+	// unknown is the kid the JWKS did not know, set by the keyfunc.
+	var unknown string
+	keyFunc := func(t *jwt.Token) (any, error) { return v.key(t, &unknown) }
 	mc := jwt.MapClaims{}
-	if _, err := v.parser.ParseWithClaims(token, mc, v.key); err != nil {
-		return Claims{}, fmt.Errorf("%w: %w", sentinelFor(err), err)
+	_, err := v.parser.ParseWithClaims(token, mc, keyFunc)
+	if err != nil && unknown != "" && keyFailed(err) {
+		if !fetch {
+			v.jwks.nudge(unknown)
+		} else if v.jwks.refetch(unknown) {
+			unknown = ""
+			mc = jwt.MapClaims{}
+			_, err = v.parser.ParseWithClaims(token, mc, keyFunc)
+		}
+	}
+	if err != nil {
+		s := sentinelFor(err)
+		if s == ErrInvalidToken && unknown != "" && keyFailed(err) {
+			s = ErrUnknownKey
+		}
+		return Claims{}, fmt.Errorf("%w: %w", s, err)
 	}
 	uid, err := v.uid(mc)
 	if err != nil {
@@ -162,32 +215,63 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	return c, nil
 }
 
+// keyFailed reports whether a parse failed for want of a key or on the
+// signature, the failures a fresher key set could cure.
+func keyFailed(err error) bool {
+	return errors.Is(err, jwt.ErrTokenUnverifiable) || errors.Is(err, jwt.ErrTokenSignatureInvalid)
+}
+
 // errWrongKeyFamily is returned by the keyfunc when the token's algorithm is
 // allowed but belongs to the other configured key family.
 var errWrongKeyFamily = errors.New("signing method does not match the configured key")
 
 // key is the jwt.Keyfunc. WithValidMethods already pinned the algorithm
 // names; this also checks the method's type, so a key is only ever handed to
-// the implementation of its own family (never the public key to HMAC).
-func (v *Verifier) key(t *jwt.Token) (any, error) {
+// the implementation of its own family (never a public key to HMAC). For an
+// asymmetric token with a kid it tries the JWKS first (the key of that kid
+// and of exactly the token's alg), recording in *unknown a kid the JWKS does
+// not name for that alg; then the PEM key.
+func (v *Verifier) key(t *jwt.Token, unknown *string) (any, error) {
 	alg := t.Method.Alg()
+	var want func(crypto.PublicKey) bool
 	switch t.Method.(type) {
 	case *jwt.SigningMethodHMAC:
 		if v.secret != nil && alg == jwt.SigningMethodHS256.Alg() {
 			return v.secret, nil
 		}
+		return nil, errWrongKeyFamily
 	case *jwt.SigningMethodRSA:
-		if _, ok := v.pubKey.(*rsa.PublicKey); ok && alg == jwt.SigningMethodRS256.Alg() {
-			return v.pubKey, nil
+		if alg != jwt.SigningMethodRS256.Alg() {
+			return nil, errWrongKeyFamily
 		}
+		want = func(k crypto.PublicKey) bool { _, ok := k.(*rsa.PublicKey); return ok }
 	case *jwt.SigningMethodECDSA:
-		if _, ok := v.pubKey.(*ecdsa.PublicKey); ok && alg == jwt.SigningMethodES256.Alg() {
-			return v.pubKey, nil
+		if alg != jwt.SigningMethodES256.Alg() {
+			return nil, errWrongKeyFamily
 		}
+		want = func(k crypto.PublicKey) bool { _, ok := k.(*ecdsa.PublicKey); return ok }
 	case *jwt.SigningMethodEd25519:
-		if _, ok := v.pubKey.(ed25519.PublicKey); ok && alg == jwt.SigningMethodEdDSA.Alg() {
-			return v.pubKey, nil
+		if alg != jwt.SigningMethodEdDSA.Alg() {
+			return nil, errWrongKeyFamily
 		}
+		want = func(k crypto.PublicKey) bool { _, ok := k.(ed25519.PublicKey); return ok }
+	default:
+		return nil, errWrongKeyFamily
+	}
+	if v.jwks != nil {
+		if kid, _ := t.Header["kid"].(string); kid != "" {
+			// The key set pins each key to one alg, of its own type.
+			if k := v.jwks.lookup(kid, alg); k != nil && want(k) {
+				return k, nil
+			}
+			*unknown = kid
+		}
+	}
+	if v.pubKey != nil && want(v.pubKey) {
+		return v.pubKey, nil
+	}
+	if *unknown != "" {
+		return nil, fmt.Errorf("no JWKS key with kid %s for %s", quoteKID(*unknown), alg)
 	}
 	return nil, errWrongKeyFamily
 }

@@ -3,9 +3,11 @@ package auth
 import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -35,6 +37,25 @@ func verifyCases(t testing.TB) []verifyCase {
 	rs := newTestVerifier(t, Config{PublicKeyPEM: k.rsaPEM})
 	both := newTestVerifier(t, Config{HMACSecret: testSecret, PublicKeyPEM: k.edPEM})
 	issAud := newTestVerifier(t, Config{HMACSecret: testSecret, Issuer: "pusher-issuer", Audience: "pusher"})
+
+	// A provider's JWKS: one key of each family, plus keys that must be
+	// ignored (too small, for encryption).
+	jk := newTestKeys(t)
+	weak := newRSAKey(t, 1024)
+	p := newTestProvider(t,
+		rsaJWK("r1", &jk.rsa.PublicKey, nil),
+		ecJWK(t, "e1", &jk.ec.PublicKey, nil),
+		edJWK("d1", jk.ed.Public().(ed25519.PublicKey), nil),
+		rsaJWK("weak", &weak.PublicKey, nil),
+		rsaJWK("enc1", &otherRSA.PublicKey, map[string]any{"use": "enc", "alg": omit{}}),
+	)
+	j, _ := newTestJWKS(t, p, JWKSConfig{}, nil)
+	jwksOnly := newTestVerifier(t, Config{JWKS: j})
+	jwksAll := newTestVerifier(t, Config{HMACSecret: testSecret, PublicKeyPEM: k.ecPEM, JWKS: j})
+	kidTok := func(m jwt.SigningMethod, key any, kid string) string {
+		return signKID(t, m, key, kid, claims("u1", nil))
+	}
+	enc := base64.RawURLEncoding
 
 	hsTok := func(c jwt.MapClaims) string { return sign(t, jwt.SigningMethodHS256, testSecret, c) }
 	valid := hsTok(claims("u1", nil))
@@ -84,6 +105,22 @@ func verifyCases(t testing.TB) []verifyCase {
 		{name: "iss and aud list accepted", v: issAud, give: hsTok(claims("u1", jwt.MapClaims{"iss": "pusher-issuer", "aud": []string{"x", "pusher"}})), want: nil},
 		{name: "too large", v: hs, give: strings.Repeat("a", DefaultMaxTokenBytes+1), want: ErrTokenTooLarge},
 		{name: "too large but validly signed", v: hs, give: hsTok(claims("u1", jwt.MapClaims{"pad": strings.Repeat("p", DefaultMaxTokenBytes)})), want: ErrTokenTooLarge},
+
+		{name: "JWKS RS256 by kid accepted", v: jwksOnly, give: kidTok(jwt.SigningMethodRS256, jk.rsa, "r1"), want: nil},
+		{name: "JWKS ES256 by kid accepted", v: jwksOnly, give: kidTok(jwt.SigningMethodES256, jk.ec, "e1"), want: nil},
+		{name: "JWKS EdDSA by kid accepted", v: jwksOnly, give: kidTok(jwt.SigningMethodEdDSA, jk.ed, "d1"), want: nil},
+		{name: "JWKS unknown kid", v: jwksOnly, give: kidTok(jwt.SigningMethodRS256, jk.rsa, "nope"), want: ErrUnknownKey},
+		{name: "JWKS known kid forged by another key", v: jwksOnly, give: kidTok(jwt.SigningMethodRS256, otherRSA, "r1"), want: ErrInvalidToken},
+		{name: "JWKS RSA kid with an ES256 token", v: jwksOnly, give: kidTok(jwt.SigningMethodES256, jk.ec, "r1"), want: ErrUnknownKey},
+		{name: "JWKS RSA kid with HS256 keyed by its modulus", v: jwksOnly, give: kidTok(jwt.SigningMethodHS256, jk.rsa.N.Bytes(), "r1"), want: ErrInvalidToken},
+		{name: "JWKS RSA kid with HS256 keyed by its PEM, secret configured", v: jwksAll, give: kidTok(jwt.SigningMethodHS256, jk.rsaPEM, "r1"), want: ErrInvalidToken},
+		{name: "JWKS RSA kid with PS256", v: jwksOnly, give: kidTok(jwt.SigningMethodPS256, jk.rsa, "r1"), want: ErrInvalidToken},
+		{name: "JWKS alg none with a kid", v: jwksAll, give: enc.EncodeToString([]byte(`{"alg":"none","kid":"r1"}`)) + "." + enc.EncodeToString([]byte(`{"uid":"u1"}`)) + ".", want: ErrInvalidToken},
+		{name: "JWKS key without kid in the token", v: jwksOnly, give: kidTok(jwt.SigningMethodRS256, jk.rsa, ""), want: ErrInvalidToken},
+		{name: "JWKS key without kid, PEM key of its family configured", v: jwksAll, give: kidTok(jwt.SigningMethodES256, jk.ec, ""), want: ErrInvalidToken},
+		{name: "JWKS kid of a 1024-bit key", v: jwksOnly, give: kidTok(jwt.SigningMethodRS256, weak, "weak"), want: ErrUnknownKey},
+		{name: "JWKS kid of an encryption key", v: jwksOnly, give: kidTok(jwt.SigningMethodRS256, otherRSA, "enc1"), want: ErrUnknownKey},
+		{name: "JWKS expired", v: jwksOnly, give: signKID(t, jwt.SigningMethodEdDSA, jk.ed, "d1", claims("u1", jwt.MapClaims{"exp": testNow.Add(-time.Minute).Unix()})), want: ErrExpired},
 	}
 }
 
@@ -331,7 +368,7 @@ func TestKeyFamily(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			key, err := tt.v.key(&jwt.Token{Method: tt.give})
+			key, err := tt.v.key(&jwt.Token{Method: tt.give}, new(string))
 			if tt.wantErr {
 				if err == nil || key != nil {
 					t.Fatalf("key() = %v, %v; want an error", key, err)

@@ -32,10 +32,14 @@ type Config struct {
 	// One pusher at a time may use it.
 	DataDir string
 
-	// Auth verifies client tokens. With no key at all and an embedded
-	// NATS, the public auth.DevSecret is used, with a warning; with an
-	// external NATS that is refused.
+	// Auth verifies client tokens. With no key at all (JWKS included)
+	// and an embedded NATS, the public auth.DevSecret is used, with a
+	// warning; with an external NATS that is refused.
 	Auth auth.Config
+	// JWKS, when its URL is set, adds the keys of an identity provider's
+	// JWKS document to Auth (see auth.JWKS). New fetches it once; with
+	// no other key configured that fetch must succeed.
+	JWKS auth.JWKSConfig
 	// AllowedOrigins lists browser origins allowed on /ws; "*" allows any;
 	// empty allows same-origin only.
 	AllowedOrigins []string

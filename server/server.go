@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/cluster"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
@@ -58,6 +59,7 @@ type Server struct {
 
 	// Built by New in this order, closed by Close in about the reverse.
 	ln       net.Listener
+	jwks     *auth.JWKS   // nil without a JWKS URL
 	pprof    *pprofServer // nil when off
 	embedded *natsserver.Server
 	nats     *natsConns
@@ -75,8 +77,9 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// New builds a node in order: HTTP listener, NATS (embedded or remote),
-// hub, cluster, consumer, WebSocket handler, HTTP routes. The listener
+// New builds a node in order: HTTP listener, the JWKS's first fetch (if
+// configured), NATS (embedded or remote), hub, cluster, consumer,
+// WebSocket handler, HTTP routes. The listener
 // comes first so that a busy port fails before anything is pulled. On any
 // error it closes what it built. ctx bounds the start-up only.
 func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
@@ -115,6 +118,9 @@ func (s *Server) build(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.startJWKS(ctx); err != nil {
+		return err
+	}
 	if err := s.connectNATS(); err != nil {
 		return err
 	}
@@ -143,6 +149,9 @@ func (s *Server) build(ctx context.Context) error {
 		return configErr(err)
 	}
 	if err := registerGauges(reg, s.hub, s.cons, s.nats.js.Conn()); err != nil {
+		return err
+	}
+	if err := registerJWKSMetrics(reg, s.jwks); err != nil {
 		return err
 	}
 	return s.buildHTTP(reg)
@@ -284,11 +293,15 @@ func (s *Server) shutdown(ctx context.Context) {
 }
 
 // teardown closes, in order, whatever of the node exists, after the
-// connections are gone (or were never accepted): the cluster (what awaits
-// a reply from another node is nacked for a retry), the replayer, the
-// consumer, NATS, the pprof listener. New calls it on an error; Close
-// after the steps that need live connections.
+// connections are gone (or were never accepted): the JWKS refresher, the
+// presence events still queued, the cluster (what awaits a reply from
+// another node is nacked for a retry), the replayer, the consumer, NATS,
+// the pprof listener. New calls it on
+// an error; Close after the steps that need live connections.
 func (s *Server) teardown(ctx context.Context) {
+	if s.jwks != nil {
+		s.jwks.Close()
+	}
 	if s.presence != nil {
 		// The connections' disconnects are queued: out they go, before
 		// NATS drains.

@@ -325,6 +325,7 @@ func TestConfigErrorsCloseWhatWasBuilt(t *testing.T) {
 		give func(*server.Config)
 	}{
 		{"external NATS without a key", func(c *server.Config) { c.Auth.HMACSecret = nil; c.NATSURL = "nats://127.0.0.1:1" }},
+		{"JWKS URL not http(s)", func(c *server.Config) { c.JWKS.URL = "ftp://idp.example/jwks" }},
 		{"negative max deliver", func(c *server.Config) { c.MaxDeliver = -1 }},
 		{"bad origin", func(c *server.Config) { c.AllowedOrigins = []string{"not a url"} }},
 		{"pprof off loopback", func(c *server.Config) { c.PprofAddr = "0.0.0.0:0" }},

@@ -316,8 +316,15 @@ func (h *Handler) authenticate(r *http.Request) (auth.Claims, string, error) {
 }
 
 // checkToken verifies tok and its uid: the claims, or a generic reason.
+// It may wait for a JWKS refetch (auth.Verifier.Verify): the upgrade runs
+// on the request's own goroutine.
 func (h *Handler) checkToken(tok string) (auth.Claims, string, error) {
-	claims, err := h.verifier.Verify(tok)
+	return tokenClaims(h.verifier.Verify(tok))
+}
+
+// tokenClaims maps a verification's outcome to the claims with a valid
+// uid, or a generic reason for the client.
+func tokenClaims(claims auth.Claims, err error) (auth.Claims, string, error) {
 	if err != nil {
 		switch {
 		case errors.Is(err, auth.ErrExpired):

@@ -279,11 +279,19 @@ func appendNote(dst []byte, typ, msg string, exp int64) []byte {
 	return append(dst, '}')
 }
 
-// verify checks a token as the upgrade does: the claims, or a generic
-// reason for the client (details go to the log via err only).
+// verify checks a refreshed token as the upgrade does, but never waits:
+// it runs on the connection's reader, which may be the poller that reads
+// every idle connection, so a kid the JWKS does not know yet is refused
+// at once ("unknown signing key"; the refetch it triggers lets a retry, or
+// a reconnect, pass). It returns the claims, or a generic reason for the
+// client (details go to the log via err only).
 func (h *Handler) verify(tok string) (auth.Claims, string, error) {
 	if len(tok) > h.verifier.MaxTokenBytes() {
 		return auth.Claims{}, "token too large", auth.ErrTokenTooLarge
 	}
-	return h.checkToken(tok)
+	claims, reason, err := tokenClaims(h.verifier.VerifyCached(tok))
+	if errors.Is(err, auth.ErrUnknownKey) {
+		reason = "unknown signing key, retry"
+	}
+	return claims, reason, err
 }
