@@ -8,7 +8,8 @@ FUZZ_TARGETS := \
 	./wire:FuzzValidUID \
 	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \
-	./ws/internal/intake:FuzzFrameReader
+	./ws/internal/intake:FuzzFrameReader \
+	./ws:FuzzClientFrame ./ws:FuzzEnvelope
 
 .DEFAULT_GOAL := help
 

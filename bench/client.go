@@ -21,6 +21,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -38,6 +39,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/ws"
 )
 
 const (
@@ -122,6 +124,7 @@ type client struct {
 	urls   []string
 	srcs   []net.IP
 	secret []byte
+	v1     bool // speak pusher.v1: unwrap each envelope and ack it
 
 	outMu sync.Mutex
 	out   *bufio.Writer
@@ -142,6 +145,7 @@ func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
 	id := fs.Int("id", 0, "client number")
 	url := fs.String("url", "", "ws:// URL of pusher's /ws; comma-separated for several nodes")
 	src := fs.String("src", "127.0.0.1", "comma-separated local source addresses")
+	protocol := fs.String("protocol", "", `"v1" to speak pusher.v1 (envelopes, an ack per message); "" for raw frames`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -150,7 +154,11 @@ func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
 		fmt.Fprintln(os.Stderr, "bench client: --url and BENCH_JWT_SECRET are required")
 		return 2
 	}
-	c := &client{id: *id, urls: strings.Split(*url, ","), secret: []byte(secret), out: bufio.NewWriterSize(stdout, 64<<10)}
+	if *protocol != "" && *protocol != "v1" {
+		fmt.Fprintf(os.Stderr, "bench client: --protocol %q: want v1 or nothing\n", *protocol)
+		return 2
+	}
+	c := &client{id: *id, urls: strings.Split(*url, ","), secret: []byte(secret), v1: *protocol == "v1", out: bufio.NewWriterSize(stdout, 64<<10)}
 	for _, s := range strings.Split(*src, ",") {
 		ip := net.ParseIP(strings.TrimSpace(s))
 		if ip == nil {
@@ -306,6 +314,9 @@ func (c *client) dial(ctx context.Context, n int, prefix string, first, parallel
 			ReadBufferSize:   clientBuffer,
 			WriteBufferSize:  clientBuffer,
 		}
+		if c.v1 {
+			dialers[i].Subprotocols = []string{ws.Subprotocol}
+		}
 	}
 	c.closing.Store(false)
 	var next, failed atomic.Int64
@@ -359,6 +370,7 @@ func (c *client) read(conn *websocket.Conn) {
 	defer c.readers.Done()
 	defer func() { _ = conn.Close() }()
 	var buf [512]byte
+	var ack []byte
 	for {
 		_, r, err := conn.NextReader()
 		if err != nil {
@@ -384,8 +396,49 @@ func (c *client) read(conn *websocket.Conn) {
 				break
 			}
 		}
-		c.cur.Load().record(buf[:n], time.Now().UnixNano())
+		frame := buf[:n]
+		if c.v1 {
+			seq, payload, ok := unwrapEnvelope(frame)
+			if !ok {
+				c.cur.Load().bad.Add(1)
+				continue
+			}
+			frame = payload
+			// Ack at once, as the browser client does after its handler.
+			ack = append(strconv.AppendUint(append(ack[:0], `{"ack":[`...), seq, 10), "]}"...)
+			if err := conn.WriteMessage(websocket.TextMessage, ack); err != nil {
+				continue // the next read reports the end
+			}
+		}
+		c.cur.Load().record(frame, time.Now().UnixNano())
 	}
+}
+
+// unwrapEnvelope takes seq and the payload out of a pusher.v1 envelope,
+// {"seq":N,"data":"<payload>",...}; benchmark payloads are plain ASCII,
+// so the JSON string holds them verbatim.
+func unwrapEnvelope(b []byte) (seq uint64, payload []byte, ok bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"seq":`))
+	if !ok {
+		return 0, nil, false
+	}
+	i := bytes.IndexByte(rest, ',')
+	if i < 0 {
+		return 0, nil, false
+	}
+	seq, err := strconv.ParseUint(string(rest[:i]), 10, 64)
+	if err != nil {
+		return 0, nil, false
+	}
+	rest, ok = bytes.CutPrefix(rest[i:], []byte(`,"data":"`))
+	if !ok {
+		return 0, nil, false
+	}
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return 0, nil, false
+	}
+	return seq, rest[:j], true
 }
 
 // closeAll sends a 1000 close frame on every connection, waits for the

@@ -214,6 +214,9 @@ type bench struct {
 	// confirm is PUSHER_DELIVERY_CONFIRM for the next pusher started;
 	// empty: pusher's default (pong).
 	confirm string
+	// protocol is the clients' subprotocol for the next ones started:
+	// "" (raw frames) or "v1" (pusher.v1).
+	protocol string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -269,10 +272,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		{"jetstream ceiling", b.phaseRaw},
 		{"throughput", b.phaseThroughput},
 		{"latency", b.phaseLatency},
+		{"pusher.v1", b.useV1},
+		{"throughput [v1]", b.phaseThroughput},
+		{"latency [v1]", b.phaseLatency},
 		{"write mode", b.useWriteMode},
 		{"throughput [write]", b.phaseThroughput},
 		{"latency [write]", b.phaseLatency},
-		{"pong vs write", b.compareModes},
+		{"pong vs write, v1 vs raw", b.compareModes},
 		{"connections", b.phaseConnections},
 		{"stop", b.finish},
 	}
@@ -329,7 +335,7 @@ func (b *bench) startClients() error {
 		for j := range srcs {
 			srcs[j] = fmt.Sprintf("127.0.0.%d", 2+i*srcsPerClient+j)
 		}
-		c, err := startClient(i, b.wsURLs(), srcs, b.secret, b.progress)
+		c, err := startClient(i, b.wsURLs(), srcs, b.secret, b.protocol, b.progress)
 		if err != nil {
 			return err
 		}
@@ -351,10 +357,19 @@ func (b *bench) pusherConfig() harness.PusherConfig {
 	return cfg
 }
 
-// useWriteMode restarts pusher with PUSHER_DELIVERY_CONFIRM=write, so the
-// next phases measure what delivery confirmation costs, in the same run.
+// useV1 restarts pusher and the clients, which now speak pusher.v1 (JSON
+// envelopes, an ack per message), so the next phases measure what the
+// subprotocol costs against raw frames confirmed by pongs, in the same run.
+func (b *bench) useV1(ctx context.Context) error {
+	b.protocol, b.res.variant = "v1", "v1"
+	return b.restartPusher(ctx)
+}
+
+// useWriteMode restarts pusher with PUSHER_DELIVERY_CONFIRM=write and raw
+// clients, so the next phases measure what delivery confirmation costs,
+// in the same run.
 func (b *bench) useWriteMode(ctx context.Context) error {
-	b.confirm, b.res.variant = "write", "write"
+	b.confirm, b.protocol, b.res.variant = "write", "", "write"
 	return b.restartPusher(ctx)
 }
 
@@ -362,21 +377,39 @@ func (b *bench) useWriteMode(ctx context.Context) error {
 // default for the phases after.
 func (b *bench) compareModes(context.Context) error {
 	b.confirm, b.res.variant = "", ""
-	ratio := func(name, label string, target float64) {
-		pong, ok1 := b.res.get(name)
-		write, ok2 := b.res.get(name + "_write")
-		if !ok1 || !ok2 || write == 0 {
+	// ratio adds a's figure over b's; "" is the default (raw, pong).
+	ratio := func(name, a, bv, label, unit string, target float64) {
+		key := func(v string) string {
+			if v == "" {
+				return name
+			}
+			return name + "_" + v
+		}
+		x, ok1 := b.res.get(key(a))
+		y, ok2 := b.res.get(key(bv))
+		if !ok1 || !ok2 || y == 0 {
 			return
 		}
-		m := metric{Name: name + "_pong_to_write", Label: label, Value: pong / write, Unit: "ratio", prec: 2,
-			Extra: fmt.Sprintf("%.2f / %.2f µs", pong, write)}
+		or := func(v, def string) string {
+			if v == "" {
+				return def
+			}
+			return v
+		}
+		m := metric{Name: name + "_" + or(a, "pong") + "_to_" + or(bv, "pong"), Label: label, Value: x / y, Unit: "ratio", prec: 2,
+			Extra: fmt.Sprintf("%.2f / %.2f %s", x, y, unit)}
 		if target > 0 {
 			m.Op, m.Target = "<=", target
 		}
 		b.res.add(m)
 	}
-	ratio("server_cpu_us_per_msg", "pong / write: server CPU per message, throughput", 1.15)
-	ratio("latency_cpu_us_per_msg", fmt.Sprintf("pong / write: server CPU per message at %s msgs/s", comma(float64(b.cfg.rate), 0)), 1.15)
+	at := fmt.Sprintf("at %s msgs/s", comma(float64(b.cfg.rate), 0))
+	ratio("server_cpu_us_per_msg", "", "write", "pong / write: server CPU per message, throughput", "µs", 1.15)
+	ratio("latency_cpu_us_per_msg", "", "write", "pong / write: server CPU per message "+at, "µs", 1.15)
+	ratio("server_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message, throughput", "µs", 0)
+	ratio("latency_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message "+at, "µs", 0)
+	ratio("throughput_msgs_per_s", "v1", "", "pusher.v1 / raw: throughput", "msgs/s", 0)
+	ratio("latency_p99_ms", "v1", "", "pusher.v1 / raw: latency p99 "+at, "ms", 0)
 	return nil
 }
 

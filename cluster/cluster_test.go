@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pusher-io/pusher/cluster"
+	"github.com/pusher-io/pusher/e2e/harness"
 	"github.com/pusher-io/pusher/hub"
 	"github.com/pusher-io/pusher/natsserver"
 	"github.com/pusher-io/pusher/wire"
@@ -37,15 +38,17 @@ func startNATS(t testing.TB) string {
 // conn is a hub.Conn standing where a WebSocket connection stands: it
 // "writes" at once, succeeding or failing with err.
 type conn struct {
-	err    error
-	mu     sync.Mutex
-	got    []string
-	closed []int
+	err     error
+	mu      sync.Mutex
+	got     []string
+	origins []string // "seq id published" of each message
+	closed  []int
 }
 
 func (c *conn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
 	c.got = append(c.got, string(m.Data))
+	c.origins = append(c.origins, fmt.Sprint(m.Seq, " ", m.ID, " ", m.Published.UTC().Format(time.RFC3339Nano)))
 	c.mu.Unlock()
 	m.Finish(c.err)
 	return true
@@ -333,5 +336,35 @@ func TestStoredOfflineReplaysWhereTheUIDIs(t *testing.T) {
 	case got := <-b.replays:
 		t.Fatalf("unexpected replay of %q", got)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A message delivered by another node keeps its seq, id and publish time
+// (what a pusher.v1 client is told), on this node as on that one.
+func TestDeliveryCarriesTheMessagesOrigin(t *testing.T) {
+	url := startNATS(t)
+	cfg := cluster.Config{Routing: true}
+	a, b := newNode(t, url, cfg), newNode(t, url, cfg)
+	onA, onB := &conn{}, &conn{}
+	a.add(t, "u", onA)
+	b.add(t, "u", onB)
+	at := time.Date(2026, 11, 30, 1, 2, 3, 456000000, time.UTC)
+	o := make(outcome, 2)
+	a.Route("u", &hub.Message{Data: []byte("x"), Seq: 42, ID: "order-7", Published: at, Reporter: o})
+	if err := o.wait(t, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	want := "42 order-7 2026-11-30T01:02:03.456Z"
+	for name, c := range map[string]*conn{"local": onA, "remote": onB} {
+		// The first success settles the message; the other node's write
+		// may still be on its way.
+		harness.WaitFor(t, 5*time.Second, name+" write", func() error {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if len(c.origins) != 1 || c.origins[0] != want {
+				return fmt.Errorf("saw %q, want %q", c.origins, want)
+			}
+			return nil
+		})
 	}
 }

@@ -47,7 +47,7 @@ func (n *Node) Route(uid string, m *hub.Message) {
 		return
 	}
 	r := &routed{n: n, m: m, deadline: time.Now().Add(n.cfg.Timeout)}
-	r.local = hub.Message{Data: m.Data, Binary: m.Binary, Reporter: r}
+	r.local = hub.Message{Data: m.Data, Binary: m.Binary, Seq: m.Seq, ID: m.ID, Published: m.Published, Reporter: r}
 	n.mu.Lock()
 	n.nextID++
 	r.id = n.nextID
@@ -57,7 +57,7 @@ func (n *Node) Route(uid string, m *hub.Message) {
 	if n.hub.Route(uid, &r.local) == 0 {
 		r.Report(&r.local, hub.ErrOffline)
 	}
-	req := &nats.Msg{Subject: wire.DeliverSubject(uid), Reply: n.prefix + strconv.FormatUint(r.id, 36), Data: m.Data}
+	req := &nats.Msg{Subject: wire.DeliverSubject(uid), Reply: n.prefix + strconv.FormatUint(r.id, 36), Data: m.Data, Header: originHeader(m)}
 	if err := n.nc.PublishMsg(req); err != nil {
 		n.remoteDone(r.id, fmt.Errorf("send delivery request: %w", err), false)
 	}

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
@@ -46,9 +48,30 @@ func (n *Node) serve(msg *nats.Msg) {
 	}
 	r := &remote{msg: msg}
 	r.m = hub.Message{Data: msg.Data, Binary: !utf8.Valid(msg.Data), Reporter: r}
+	r.m.Seq, r.m.Published, r.m.ID = originOf(msg.Header)
 	if n.hub.Route(uid, &r.m) == 0 {
 		// The uid left between the request's routing and now: say so at
 		// once, so the requester need not wait out its timeout.
 		_ = msg.Respond(replyOffline)
 	}
+}
+
+// originHeader carries what a pusher.v1 client is told of m besides its
+// payload (seq, publish time, Nats-Msg-Id) to the node that writes it.
+func originHeader(m *hub.Message) nats.Header {
+	h := nats.Header{
+		wire.HeaderOriginalSeq: {strconv.FormatUint(m.Seq, 10)},
+		wire.HeaderPublishedAt: {m.Published.UTC().Format(time.RFC3339Nano)},
+	}
+	if m.ID != "" {
+		h[wire.HeaderMsgID] = []string{m.ID}
+	}
+	return h
+}
+
+// originOf reads originHeader; a missing or malformed value is zero.
+func originOf(h nats.Header) (seq uint64, published time.Time, id string) {
+	seq, _ = strconv.ParseUint(h.Get(wire.HeaderOriginalSeq), 10, 64)
+	published, _ = time.Parse(time.RFC3339Nano, h.Get(wire.HeaderPublishedAt))
+	return seq, published, h.Get(wire.HeaderMsgID)
 }

@@ -430,6 +430,7 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	}
 	data := msg.Data()
 	j.m = hub.Message{Data: data, Binary: !utf8.Valid(data), Reporter: j}
+	j.m.Seq, j.m.Published, j.m.ID = origin(msg.Headers(), j.seq, j.published)
 	// A panic inside Route leaves it unknown whether the outcome was
 	// already reported; contain settles anyway, since a leaked in-flight
 	// count would stall shutdown, while a double one only makes it

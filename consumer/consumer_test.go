@@ -109,7 +109,15 @@ type recConn struct {
 	mu     sync.Mutex
 	fail   bool
 	got    []string
+	seen   []origin // what each write was told of the message
 	writes chan string
+}
+
+// origin is what a connection is told of a message besides its payload.
+type origin struct {
+	seq       uint64
+	id        string
+	published time.Time
 }
 
 func newRecConn(fail bool) *recConn { return &recConn{fail: fail, writes: make(chan string, 10000)} }
@@ -120,6 +128,7 @@ func (c *recConn) Enqueue(m *hub.Message) bool {
 	c.mu.Lock()
 	fail := c.fail
 	c.got = append(c.got, string(m.Data))
+	c.seen = append(c.seen, origin{m.Seq, m.ID, m.Published})
 	c.mu.Unlock()
 	c.writes <- string(m.Data)
 	if fail {
@@ -321,6 +330,45 @@ func TestReplayRepublishesAndDeletes(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "DLQ empty", func() bool { return len(deadLetters(t, js, "later")) == 0 })
+}
+
+// A message replayed from PUSH_DLQ reaches the connection as it was
+// first published: its seq, its Nats-Msg-Id and its publish time, so a
+// pusher.v1 client can de-duplicate it.
+func TestReplayKeepsTheMessagesOrigin(t *testing.T) {
+	nc, js := startJS(t)
+	h := newHub(t)
+	startConsumer(t, nc, js, h, consumer.Config{})
+	ctx := context.Background()
+	ack, err := js.Publish(ctx, "push.back", []byte("hello"), jetstream.WithMsgID("order-7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a dead letter", func() bool { return len(deadLetters(t, js, "back")) == 1 })
+	stream, err := js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newRecConn(false)
+	_ = h.Add("back", c)
+	if _, _, err := consumer.NewDLQ(js).Replay(ctx, "back", consumer.AllReplayable, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.writes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("replay not delivered")
+	}
+	c.mu.Lock()
+	got := c.seen[0]
+	c.mu.Unlock()
+	if got.seq != ack.Sequence || got.id != "order-7" || !got.published.Equal(first.Time) {
+		t.Fatalf("replay seen as %+v; want seq %d, id order-7, published %v", got, ack.Sequence, first.Time)
+	}
 }
 
 // panicRouter panics for one uid and routes the rest as one node does.

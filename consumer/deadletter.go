@@ -23,6 +23,8 @@ type DeadLetter struct {
 	OriginalSeq     uint64
 	Deliveries      int
 	FailedAt        time.Time
+	PublishedAt     time.Time // the original's first JetStream publish time; zero if not recorded
+	MsgID           string    // the publisher's Nats-Msg-Id, if it set one
 	Data            []byte
 	Header          nats.Header // the original publisher's headers; Pusher-* and Nats-* removed
 }
@@ -67,30 +69,78 @@ func ParseDeadLetter(subject string, seq uint64, h nats.Header, data []byte) (De
 			errs = append(errs, fmt.Errorf("%s: %w", wire.HeaderFailedAt, err))
 		}
 	}
+	if v := h.Get(wire.HeaderPublishedAt); v != "" {
+		if dl.PublishedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", wire.HeaderPublishedAt, err))
+		}
+	}
+	dl.MsgID = h.Get(wire.HeaderMsgID)
 	if len(errs) > 0 {
 		return dl, fmt.Errorf("%w: %w", ErrMalformedDeadLetter, errors.Join(errs...))
 	}
 	return dl, nil
 }
 
+// letter is what a dead letter is built from: the failed delivery of one
+// message of PUSH.
+type letter struct {
+	uid, reason, subject string
+	streamSeq            uint64    // this copy's sequence in PUSH
+	streamTime           time.Time // this copy's JetStream publish time
+	deliveries           uint64
+	// The message as first published, which a replay restores: its seq
+	// (HeaderOriginalSeq), publish time and Nats-Msg-Id.
+	seq       uint64
+	published time.Time
+	msgID     string
+	header    nats.Header
+	data      []byte
+}
+
 // deadLetterMsg builds the PUSH_DLQ message for a failed original. It
 // keeps the payload and the publisher's headers except Nats-* ones, and
 // sets a Nats-Msg-Id so a crash between publishing the dead letter and
 // terminating the original does not store it twice.
-func deadLetterMsg(uid, reason, subject string, seq uint64, deliveries uint64, published time.Time, h nats.Header, data []byte, now time.Time) *nats.Msg {
+func deadLetterMsg(l letter, now time.Time) *nats.Msg {
 	out := nats.Header{}
-	for k, v := range h {
+	for k, v := range l.header {
 		if !strings.HasPrefix(k, "Nats-") && !strings.HasPrefix(k, "Pusher-") {
 			out[k] = v
 		}
 	}
-	out.Set(wire.HeaderReason, reason)
-	out.Set(wire.HeaderOriginalSubject, subject)
-	out.Set(wire.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
-	out.Set(wire.HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	out.Set(wire.HeaderReason, l.reason)
+	out.Set(wire.HeaderOriginalSubject, l.subject)
+	out.Set(wire.HeaderOriginalSeq, strconv.FormatUint(l.seq, 10))
+	out.Set(wire.HeaderDeliveries, strconv.FormatUint(l.deliveries, 10))
 	out.Set(wire.HeaderFailedAt, now.UTC().Format(time.RFC3339Nano))
-	// Sequence plus publish time: unique even if PUSH is recreated and
-	// its sequences start again.
-	out.Set(jetstream.MsgIDHeader, "pusher-dl-"+strconv.FormatUint(seq, 10)+"-"+strconv.FormatInt(published.UnixNano(), 10))
-	return &nats.Msg{Subject: wire.DLQSubject(uid), Header: out, Data: data}
+	out.Set(wire.HeaderPublishedAt, l.published.UTC().Format(time.RFC3339Nano))
+	if l.msgID != "" {
+		out.Set(wire.HeaderMsgID, l.msgID)
+	}
+	// This copy's sequence plus publish time: unique even if PUSH is
+	// recreated and its sequences start again.
+	out.Set(jetstream.MsgIDHeader, "pusher-dl-"+strconv.FormatUint(l.streamSeq, 10)+"-"+strconv.FormatInt(l.streamTime.UnixNano(), 10))
+	return &nats.Msg{Subject: wire.DLQSubject(l.uid), Header: out, Data: l.data}
+}
+
+// origin is the message as first published: for a replay (it carries
+// HeaderOriginalSeq) what its headers recorded, else this copy's own
+// sequence, publish time and Nats-Msg-Id. A malformed header is ignored:
+// the copy's own value stands.
+func origin(h nats.Header, streamSeq uint64, streamTime time.Time) (seq uint64, published time.Time, msgID string) {
+	seq, published = streamSeq, streamTime
+	if len(h) == 0 {
+		return seq, published, ""
+	}
+	v := h.Get(wire.HeaderOriginalSeq)
+	if v == "" {
+		return seq, published, h.Get(jetstream.MsgIDHeader)
+	}
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil && n > 0 {
+		seq = n
+	}
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(wire.HeaderPublishedAt)); err == nil {
+		published = t
+	}
+	return seq, published, h.Get(wire.HeaderMsgID)
 }

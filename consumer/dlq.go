@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -120,6 +121,15 @@ func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progres
 		}
 		h := dl.Header
 		h.Set(wire.HeaderReplayOf, strconv.FormatUint(dl.Seq, 10))
+		// What the message was when first published, so a pusher.v1
+		// client sees the same seq, id and ts and can de-duplicate.
+		h.Set(wire.HeaderOriginalSeq, strconv.FormatUint(dl.OriginalSeq, 10))
+		if !dl.PublishedAt.IsZero() {
+			h.Set(wire.HeaderPublishedAt, dl.PublishedAt.UTC().Format(time.RFC3339Nano))
+		}
+		if dl.MsgID != "" {
+			h.Set(wire.HeaderMsgID, dl.MsgID)
+		}
 		// Concurrent replays of one dead letter (two connects at once)
 		// publish the same id; JetStream keeps one. The storage time makes
 		// the id unique even if PUSH_DLQ is recreated and its sequences

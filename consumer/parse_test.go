@@ -12,7 +12,12 @@ import (
 
 func TestParseDeadLetter(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	m := deadLetterMsg("u1", wire.ReasonOffline, "push.u1", 42, 2, now, nats.Header{"X-App": {"v"}, "Nats-Msg-Id": {"orig"}}, []byte("hi"), now)
+	m := deadLetterMsg(letter{
+		uid: "u1", reason: wire.ReasonOffline, subject: "push.u1",
+		streamSeq: 42, streamTime: now, deliveries: 2,
+		seq: 42, published: now, msgID: "orig",
+		header: nats.Header{"X-App": {"v"}, "Nats-Msg-Id": {"orig"}}, data: []byte("hi"),
+	}, now)
 	dl, err := ParseDeadLetter(m.Subject, 7, m.Header, m.Data)
 	if err != nil {
 		t.Fatal(err)
@@ -23,6 +28,9 @@ func TestParseDeadLetter(t *testing.T) {
 	}
 	if dl.Header.Get("X-App") != "v" || dl.Header.Get("Nats-Msg-Id") != "" || dl.Header.Get(wire.HeaderReason) != "" {
 		t.Fatalf("headers kept: %v", dl.Header)
+	}
+	if dl.MsgID != "orig" || !dl.PublishedAt.Equal(now) {
+		t.Fatalf("origin not kept: id %q, published %v", dl.MsgID, dl.PublishedAt)
 	}
 
 	bad := []struct {
@@ -69,4 +77,37 @@ func FuzzParseDeadLetter(f *testing.F) {
 			t.Fatalf("accepted %+v", dl)
 		}
 	})
+}
+
+func TestOrigin(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	later := at.Add(time.Hour)
+	tests := []struct {
+		name    string
+		give    nats.Header
+		wantSeq uint64
+		wantAt  time.Time
+		wantID  string
+	}{
+		{name: "no headers", give: nil, wantSeq: 9, wantAt: later},
+		{name: "publisher's id", give: nats.Header{"Nats-Msg-Id": {"abc"}}, wantSeq: 9, wantAt: later, wantID: "abc"},
+		{name: "a replay", give: nats.Header{
+			"Nats-Msg-Id": {"pusher-replay-3-1"}, wire.HeaderOriginalSeq: {"4"},
+			wire.HeaderPublishedAt: {at.Format(time.RFC3339Nano)}, wire.HeaderMsgID: {"abc"},
+		}, wantSeq: 4, wantAt: at, wantID: "abc"},
+		{name: "a replay of a message without an id", give: nats.Header{
+			"Nats-Msg-Id": {"pusher-replay-3-1"}, wire.HeaderOriginalSeq: {"4"},
+		}, wantSeq: 4, wantAt: later},
+		{name: "malformed replay headers", give: nats.Header{
+			wire.HeaderOriginalSeq: {"four"}, wire.HeaderPublishedAt: {"yesterday"},
+		}, wantSeq: 9, wantAt: later},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seq, published, id := origin(tt.give, 9, later)
+			if seq != tt.wantSeq || !published.Equal(tt.wantAt) || id != tt.wantID {
+				t.Fatalf("origin = %d, %v, %q; want %d, %v, %q", seq, published, id, tt.wantSeq, tt.wantAt, tt.wantID)
+			}
+		})
+	}
 }

@@ -137,7 +137,13 @@ func (c *Consumer) deadLetter(j *job, reason string, cause error) {
 	if reason == wire.ReasonBadSubject {
 		uid = wire.BadSubjectUID
 	}
-	dl := deadLetterMsg(uid, reason, subject, j.seq, j.delivered, j.published, j.msg.Headers(), j.msg.Data(), time.Now())
+	seq, published, msgID := origin(j.msg.Headers(), j.seq, j.published)
+	dl := deadLetterMsg(letter{
+		uid: uid, reason: reason, subject: subject,
+		streamSeq: j.seq, streamTime: j.published, deliveries: j.delivered,
+		seq: seq, published: published, msgID: msgID,
+		header: j.msg.Headers(), data: j.msg.Data(),
+	}, time.Now())
 	fut, err := c.js.PublishMsgAsync(dl)
 	if err != nil {
 		c.deadLetterFailed(j, reason, err)

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 )
 
 // Outcomes a Reporter may see besides a connection's own write error.
@@ -39,6 +40,13 @@ type Message struct {
 	Data []byte
 	// Binary selects a binary frame; otherwise a text frame (valid UTF-8).
 	Binary bool
+	// Seq is the message's sequence in stream PUSH (a replayed dead
+	// letter keeps its original one), ID the publisher's Nats-Msg-Id
+	// (may be empty) and Published its JetStream publish time: what a
+	// pusher.v1 client is told with the payload, and what it acks by.
+	Seq       uint64
+	ID        string
+	Published time.Time
 	// Reporter is told the outcome; it must be set before Route.
 	Reporter Reporter
 

@@ -10,6 +10,13 @@ const (
 	// HeaderReplayOf marks a replayed message with the dead letter's
 	// sequence in PUSH_DLQ, so a message can be followed through replay.
 	HeaderReplayOf = "Pusher-Replay-Of"
+	// HeaderPublishedAt (RFC 3339) and HeaderMsgID keep a message's
+	// original JetStream publish time and the publisher's Nats-Msg-Id
+	// through dead-lettering and replay; with HeaderOriginalSeq on the
+	// replayed message, a pusher.v1 client sees the message as it was
+	// first published (same seq, id and ts) and de-duplicates it.
+	HeaderPublishedAt = "Pusher-Published-At"
+	HeaderMsgID       = "Pusher-Msg-Id"
 )
 
 // Reasons a message is dead-lettered: the value of Pusher-Reason, and the

@@ -79,13 +79,17 @@ type conn struct {
 	state   connState
 	writing bool // a writer goroutine owns the writes; cleared when it finds no work
 	pingDue bool // the timer asks for a ping
-	pongDue bool // the client pinged: echo pong
+
 	// queue is a slice, not a channel, so an idle connection holds no
 	// buffer and a burst of up to SendQueue messages is absorbed without
 	// closing a healthy client.
-	queue    []*hub.Message
-	confirm  confirmation
-	pong     []byte // the payload of the client's last ping
+	queue   []*hub.Message
+	confirm confirmation
+	// v1 is a pusher.v1 connection's own state; nil for raw clients.
+	v1 *v1State
+	// pong, when set, is due: the payload of the client's last ping (a
+	// pointer, as clients rarely ping and every connection carries it).
+	pong     *[]byte
 	closeMsg []byte // our close frame's payload; set on leaving open
 	// endCode and endReason say how the connection ended, for the log;
 	// the first event that decides it sets them.
@@ -132,7 +136,7 @@ func (c *conn) Enqueue(m *hub.Message) bool {
 	if c.state != stateOpen {
 		return false // closing: the message goes back for a retry
 	}
-	if len(c.queue)+c.confirm.pending() >= c.h.cfg.SendQueue {
+	if len(c.queue)+c.confirm.pending()+c.v1.pendingCount() >= c.h.cfg.SendQueue {
 		c.closeLocked(wire.CloseSlowClient, wire.CloseSlowClientText)
 		return false
 	}
@@ -201,11 +205,13 @@ func (c *conn) drain() int {
 	batch := c.queue
 	c.queue = nil
 	sent, later := c.confirm.takeAll()
+	acks := c.v1.takeAll()
 	c.mu.Unlock()
 	finishAll(batch, errConnClosed)
 	finishAll(sent, errConnClosed)
 	finishAll(later, errConnClosed)
-	return len(batch) + len(sent) + len(later)
+	finishAll(acks, errConnClosed)
+	return len(batch) + len(sent) + len(later) + len(acks)
 }
 
 func finishAll(ms []*hub.Message, err error) {

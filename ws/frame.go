@@ -32,6 +32,7 @@ const (
 // so an idle connection holds none.
 type frameBuf struct {
 	b    []byte
+	env  []byte  // a pusher.v1 envelope being built, before it is added
 	ping [8]byte // the payload of the ping being added: here, so it is not allocated
 }
 

@@ -202,6 +202,8 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 		// 0; 1 gets its smallest, 125 bytes.
 		ReadBufferSize:  1,
 		WriteBufferPool: &hd.bufs,
+		// Chosen when the client asks for it; raw frames otherwise.
+		Subprotocols: []string{Subprotocol},
 		// A handshake that passed the checks above can still be malformed
 		// (no Sec-WebSocket-Key, wrong version): answer in the same JSON
 		// shape; serve logs the detail.
@@ -277,6 +279,11 @@ func (h *Handler) authenticate(r *http.Request) (auth.Claims, string, error) {
 			return auth.Claims{}, "invalid token", err
 		}
 	}
+	return h.checkToken(tok)
+}
+
+// checkToken verifies tok and its uid: the claims, or a generic reason.
+func (h *Handler) checkToken(tok string) (auth.Claims, string, error) {
 	claims, err := h.verifier.Verify(tok)
 	if err != nil {
 		switch {
@@ -317,9 +324,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	}
 	c.mu.Lock()
 	c.ws, c.started = wsConn, h.now()
+	if wsConn.Subprotocol() == Subprotocol {
+		c.v1 = &v1State{}
+	}
 	c.startTimerLocked(exp)
 	// Under mu, so no end, and so no Stop, comes before it.
-	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c, false)
+	h.poll.Watch(&c.in, wsConn.NetConn(), c.id, c, c.v1 != nil)
 	c.startWriterLocked() // anything routed or a Close during the upgrade
 	c.mu.Unlock()
 	if h.cfg.OnConnect != nil {

@@ -24,7 +24,7 @@ func (c *conn) Heard() {
 // payload. Of several pings not answered yet, only the latest is.
 func (c *conn) Pinged(payload []byte) {
 	c.mu.Lock()
-	c.pong, c.pongDue = payload, true
+	c.pong = &payload
 	c.startWriterLocked()
 	c.mu.Unlock()
 }
@@ -34,7 +34,7 @@ func (c *conn) Pinged(payload []byte) {
 // other pong only says the client is alive (Heard).
 func (c *conn) Ponged(payload []byte) {
 	id, ok := pongID(payload)
-	if !ok || c.h.cfg.Confirm != ConfirmPong {
+	if !ok || c.confirmMode() != ConfirmPong {
 		return
 	}
 	c.mu.Lock()
@@ -101,7 +101,3 @@ func (c *conn) answer(code int, reason string, msg []byte) {
 		c.endLocked(code, reason)
 	}
 }
-
-// Message implements intake.Conn. Raw clients' messages are not asked
-// for (Watch), so none comes yet.
-func (c *conn) Message(bool, []byte) {}

@@ -31,7 +31,7 @@ func (c *conn) tick() {
 	cut := c.state == stateCloseSent && !now.before(c.closeBy)
 	silent := now.sub(c.heard) >= c.h.cfg.PongWait
 	open := c.state == stateOpen
-	var sent, later []*hub.Message
+	var sent, later, acks []*hub.Message
 	switch {
 	case c.state == stateDead:
 		c.mu.Unlock()
@@ -44,6 +44,7 @@ func (c *conn) tick() {
 		// Best effort: our close frame, then the socket is dropped
 		// without waiting for the client's (answering).
 		sent, later = c.confirm.takeAll()
+		acks = c.v1.takeAll()
 		c.noteEndLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText)
 		c.queueCloseLocked(stateAnswering, websocket.FormatCloseMessage(wire.CloseUnresponsive, wire.CloseUnresponsiveText))
 	case open && !c.expires.isZero() && !now.before(c.expires):
@@ -55,21 +56,31 @@ func (c *conn) tick() {
 	}
 	c.timer.Reset(c.untilNextTick(now))
 	c.mu.Unlock()
-	if n := len(sent) + len(later); n > 0 {
+	if n := len(sent) + len(later) + len(acks); n > 0 {
 		// The client had every chance: the messages go back for a retry,
 		// to the uid's other connections or, with none left, to PUSH_DLQ.
 		c.h.met.unresponsive.Inc()
 		c.h.log.Warn(evUnresponsive, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("unconfirmed", n))
 		finishAll(sent, hub.ErrUnconfirmed)
 		finishAll(later, hub.ErrUnconfirmed)
+		finishAll(acks, hub.ErrUnconfirmed)
 	}
 }
 
 // unresponsiveLocked reports whether a message written has waited
 // ConfirmTimeout for its confirmation by now. c.mu must be held.
 func (c *conn) unresponsiveLocked(now instant) bool {
-	since := c.confirm.since()
+	since := c.unconfirmedSince()
 	return !since.isZero() && now.sub(since) >= c.h.cfg.ConfirmTimeout
+}
+
+// unconfirmedSince is when the oldest message awaiting its confirmation
+// (pong or ack) was written; zero when none awaits. c.mu must be held.
+func (c *conn) unconfirmedSince() instant {
+	if c.v1 != nil {
+		return c.v1.since()
+	}
+	return c.confirm.since()
 }
 
 // untilNextTick is the time to the next ping, the expiry, the silence
@@ -82,7 +93,7 @@ func (c *conn) untilNextTick(now instant) time.Duration {
 		if !c.expires.isZero() {
 			next = earliest(next, c.expires)
 		}
-		if since := c.confirm.since(); !since.isZero() {
+		if since := c.unconfirmedSince(); !since.isZero() {
 			next = earliest(next, since.add(c.h.cfg.ConfirmTimeout))
 		}
 	case stateCloseSent:

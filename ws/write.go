@@ -26,8 +26,8 @@ func (c *conn) startWriterLocked() {
 func (c *conn) hasWorkLocked() bool {
 	switch c.state {
 	case stateOpen:
-		return len(c.queue) > 0 || c.pingDue || c.pongDue ||
-			c.h.cfg.Confirm == ConfirmPong && c.confirm.wantsPing(0, false)
+		return len(c.queue) > 0 || c.pingDue || c.pong != nil || c.v1.hasNotes() ||
+			c.confirmMode() == ConfirmPong && c.confirm.wantsPing(0, false)
 	case stateClosing, stateAnswering:
 		return true
 	}
@@ -59,7 +59,7 @@ func (h *Handler) writer(c *conn) {
 	defer h.running.Done()
 	fb := h.frameBufs.Get().(*frameBuf)
 	defer func() {
-		if cap(fb.b) <= frameBufKeep {
+		if cap(fb.b) <= frameBufKeep && cap(fb.env) <= frameBufKeep {
 			h.frameBufs.Put(fb)
 		}
 	}()
@@ -79,11 +79,11 @@ func (h *Handler) writer(c *conn) {
 // work is one round of the writer: what it took under c.mu, to write
 // without it.
 type work struct {
-	batch   []*hub.Message
-	pingID  uint64 // a ping to write after the batch; 0 for none
-	pongDue bool
-	pong    []byte
-	close   bool // our close frame: written last, the batch reported failed
+	batch  []*hub.Message
+	notes  [][]byte // pusher.v1 server frames (refreshed, error), before the batch
+	pingID uint64   // a ping to write after the batch; 0 for none
+	pong   *[]byte  // a pong owed, with its payload
+	close  bool     // our close frame: written last, the batch reported failed
 }
 
 // writeLoop writes until nothing is left, then returns (and its goroutine
@@ -133,11 +133,11 @@ func (c *conn) takeWork(spare []*hub.Message) (w work, ok bool) {
 		}
 		return work{}, false
 	}
-	w = work{batch: c.queue, pongDue: c.pongDue, pong: c.pong,
-		close: c.state == stateClosing || c.state == stateAnswering}
+	w = work{batch: c.queue, pong: c.pong, close: c.state == stateClosing || c.state == stateAnswering}
 	c.queue = spare[:0]
-	c.pongDue, c.pong = false, nil
+	c.pong = nil
 	if !w.close {
+		w.notes = c.v1.takeNotes()
 		w.pingID = c.takePingLocked(w.batch)
 	}
 	return w, true
@@ -149,7 +149,10 @@ func (c *conn) takeWork(spare []*hub.Message) (w work, ok bool) {
 func (c *conn) takePingLocked(batch []*hub.Message) uint64 {
 	keepalive := c.pingDue
 	c.pingDue = false
-	if c.h.cfg.Confirm != ConfirmPong {
+	if c.confirmMode() != ConfirmPong {
+		if c.v1 != nil {
+			c.recordAckWaitLocked(batch)
+		}
 		if !keepalive {
 			return 0
 		}
@@ -178,19 +181,20 @@ func (c *conn) takePingLocked(batch []*hub.Message) uint64 {
 func (c *conn) writeWork(fb *frameBuf, w work) bool {
 	nc := c.ws.NetConn()
 	err := nc.SetWriteDeadline(deadline(c.h.cfg.WriteWait))
-	if err == nil && w.pongDue {
-		err = fb.add(nc, opPong, w.pong)
+	if err == nil && w.pong != nil {
+		err = fb.add(nc, opPong, *w.pong)
+	}
+	for _, note := range w.notes {
+		if err == nil {
+			err = fb.add(nc, opText, note)
+		}
 	}
 	added := 0 // messages whose frames went into fb (or out)
 	for _, m := range w.batch {
 		if err != nil {
 			break
 		}
-		op := opText
-		if m.Binary {
-			op = opBinary
-		}
-		err = fb.add(nc, op, m.Data)
+		err = c.addMessage(fb, nc, m)
 		added++
 	}
 	if err == nil && w.pingID != 0 {
@@ -199,7 +203,7 @@ func (c *conn) writeWork(fb *frameBuf, w work) bool {
 	if err == nil {
 		err = fb.flush(nc)
 	}
-	if c.h.cfg.Confirm == ConfirmWrite {
+	if c.confirmMode() == ConfirmWrite {
 		// A failed write may have taken the frames before it: they are
 		// reported failed too, and retried (a duplicate, never a loss).
 		finishAll(w.batch[:added], err)
@@ -260,8 +264,8 @@ func (c *conn) writeClose(fb *frameBuf, w work) {
 	// A close frame that takes longer than the grace to write is to a
 	// client that does not read: the socket is cut then anyway.
 	err := nc.SetWriteDeadline(deadline(c.h.cfg.CloseGrace))
-	if err == nil && w.pongDue {
-		err = fb.add(nc, opPong, w.pong)
+	if err == nil && w.pong != nil {
+		err = fb.add(nc, opPong, *w.pong)
 	}
 	if err == nil {
 		err = fb.add(nc, opClose, msg)

@@ -322,10 +322,13 @@ func readFrames(ctx context.Context, c *websocket.Conn, uid string, rec *Recorde
 // DialWS connects uid to ws://httpAddr/ws once with a bearer token, without
 // reading; closed in t.Cleanup. pusher registers a connection before it
 // answers the upgrade, so once DialWS returns, messages for uid find it.
-func DialWS(t testing.TB, httpAddr, uid string) *websocket.Conn {
+// It asks for subprotocols, if any (pusher.v1).
+func DialWS(t testing.TB, httpAddr, uid string, subprotocols ...string) *websocket.Conn {
 	t.Helper()
 	h := http.Header{"Authorization": {"Bearer " + Token(t, uid, time.Hour)}}
-	c, resp, err := websocket.DefaultDialer.Dial("ws://"+httpAddr+"/ws", h)
+	d := *websocket.DefaultDialer
+	d.Subprotocols = subprotocols
+	c, resp, err := d.Dial("ws://"+httpAddr+"/ws", h)
 	if err != nil {
 		t.Fatalf("dial %s: %v (resp %v)", uid, err, resp)
 	}
