@@ -31,9 +31,13 @@ const BACKOFF_MAX_EXP = 16; // 2^16 * base is far past the cap; keeps the power 
 // work: the next back-off starts from the beginning.
 const STABLE_AFTER = 10000; // ms
 
-// Token refresh happens at exp minus min(60 s, 10 % of the token's
-// lifetime), and never sooner than a second from now.
+// Token refresh happens at exp minus a margin: 10 % of the token's
+// lifetime, at most 60 s, and at least 5 s (half the lifetime for tokens
+// under 10 s), because getToken() is often a fetch, and a fetch on a slow
+// network takes seconds whatever the token's lifetime. Never sooner than
+// a second from now.
 const REFRESH_MARGIN_MAX = 60000; // ms
+const REFRESH_MARGIN_MIN = 5000; // ms
 const REFRESH_MARGIN_SHARE = 0.1;
 const REFRESH_MIN_DELAY = 1000; // ms
 // setTimeout fires at once for delays over 2^31-1 ms (24.8 days).
@@ -647,12 +651,14 @@ export class PusherClient {
 }
 
 // refreshDelay is how long from now (ms) until a token with these claims
-// should be refreshed: exp minus min(60 s, 10 % of its lifetime, from iat
-// or nbf), at least REFRESH_MIN_DELAY.
+// should be refreshed: exp minus its margin (see REFRESH_MARGIN_*; the
+// lifetime runs from iat, or nbf, or now), at least REFRESH_MIN_DELAY.
 function refreshDelay(claims, now) {
   const exp = claims.exp * 1000;
   const from = typeof claims.iat === "number" ? claims.iat * 1000 : typeof claims.nbf === "number" ? claims.nbf * 1000 : now;
-  const margin = Math.min(REFRESH_MARGIN_MAX, Math.max(0, exp - from) * REFRESH_MARGIN_SHARE);
+  const lifetime = Math.max(0, exp - from);
+  const floor = Math.min(REFRESH_MARGIN_MIN, lifetime / 2);
+  const margin = Math.min(REFRESH_MARGIN_MAX, Math.max(floor, lifetime * REFRESH_MARGIN_SHARE));
   return Math.max(REFRESH_MIN_DELAY, exp - margin - now);
 }
 

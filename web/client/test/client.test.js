@@ -650,7 +650,7 @@ describe("stopping", () => {
 });
 
 describe("token refresh", () => {
-  it("refreshes at exp minus 10 % of the lifetime, at most 60 s, and follows the server's answers", async (t) => {
+  it("refreshes at exp minus 10 % of the lifetime (at most 60 s, at least 5 s), and follows the server's answers", async (t) => {
     const s = await connected(t, { tokens: (n) => token(n === 1 ? 3600 : 20, { n }) });
     const ws = s.last();
     // 3600 s token: refresh 60 s before exp.
@@ -663,10 +663,11 @@ describe("token refresh", () => {
     const [fresh] = ws.refreshes();
     assert.ok(fresh, "a refresh frame was sent");
     assert.equal(JSON.parse(Buffer.from(fresh.split(".")[1], "base64url")).n, 2);
-    // The server accepts; its exp counts. The 20 s token refreshes 2 s before it.
+    // The server accepts; its exp counts. The 20 s token refreshes 5 s
+    // before it (10 % would be 2 s).
     const exp = Math.floor(Date.now() / SEC) + 20;
     ws.receive({ type: "refreshed", exp });
-    s.tick(18 * SEC - 1);
+    s.tick(15 * SEC - 1);
     await settle();
     assert.equal(s.calls.getToken, 2);
     s.tick(1);
@@ -676,7 +677,7 @@ describe("token refresh", () => {
     // The server refuses that one: reported, and tried again halfway to exp.
     ws.receive({ type: "error", error: "token for another uid" });
     assert.deepEqual(s.events.error.map((e) => [e.code, e.reason, e.fatal]), [["refresh_failed", "token for another uid", false]]);
-    s.tick(SEC - 1);
+    s.tick(2.5 * SEC - 1);
     await settle();
     assert.equal(s.calls.getToken, 3);
     s.tick(1);
@@ -684,6 +685,28 @@ describe("token refresh", () => {
     assert.equal(s.calls.getToken, 4);
     assert.equal(ws.refreshes().length, 3);
     assert.equal(s.sockets.length, 1, "never reconnected");
+  });
+
+  it("keeps a margin of 10 % of the lifetime, within [min(5 s, half the lifetime), 60 s]", async (t) => {
+    const tests = [
+      { ttl: 3600, want: 3540 }, // 60 s
+      { ttl: 300, want: 270 }, // 10 %
+      { ttl: 60, want: 54 }, // 10 %
+      { ttl: 20, want: 15 }, // 5 s
+      { ttl: 8, want: 4 }, // half
+      { ttl: 2, want: 1 }, // half, and the 1 s minimum
+    ];
+    for (const tt of tests) {
+      await t.test(`${tt.ttl} s token`, async (t) => {
+        const s = await connected(t, { tokens: (n) => token(tt.ttl, { n }) });
+        s.tick(tt.want * SEC - 1);
+        await settle();
+        assert.equal(s.calls.getToken, 1, "not yet");
+        s.tick(1);
+        await settle();
+        assert.equal(s.calls.getToken, 2, "refreshing");
+      });
+    }
   });
 
   it("uses the new token to reconnect once the server accepted it", async (t) => {
