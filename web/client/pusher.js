@@ -14,6 +14,20 @@
 // Each message is handed to the application once (de-duplicated by seq) and
 // acked only after every message handler returned (or its promise resolved).
 
+/**
+ * @typedef {import("./pusher.js").Options} Options
+ * @typedef {import("./pusher.js").State} State
+ * @typedef {import("./pusher.js").Message} Message
+ * @typedef {import("./pusher.js").ErrorCode} ErrorCode
+ * @typedef {import("./pusher.js").EventMap} EventMap
+ * @typedef {import("./pusher.js").WebSocketLike} WebSocketLike
+ * @typedef {import("./pusher.js").WebSocketConstructor} WebSocketConstructor
+ * @typedef {import("./pusher.js").NetworkEvents} NetworkEvents
+ * @typedef {import("./pusher.js").TokenResult} TokenResult
+ * @typedef {{ exp: number, iat?: unknown, nbf?: unknown }} Claims
+ * @typedef {{ [E in keyof EventMap]: EventMap[E][] }} Handlers
+ */
+
 /** The client's version; package.json carries the same. */
 export const VERSION = "0.1.0";
 
@@ -64,13 +78,14 @@ const CLOSE_TOKEN_EXPIRED = 4003;
  */
 export class PusherError extends Error {
   /**
-   * @param {string} code
+   * @param {ErrorCode} code
    * @param {string} reason
    * @param {boolean} fatal
    * @param {{closeCode?: number, seq?: number, attempt?: number, cause?: unknown}} [extra]
    */
   constructor(code, reason, fatal, extra = {}) {
     super(code + ": " + reason, extra.cause === undefined ? undefined : { cause: extra.cause });
+    /** @type {"PusherError"} */
     this.name = "PusherError";
     this.code = code;
     this.reason = reason;
@@ -91,28 +106,38 @@ const EVENTS = ["message", "state", "error"];
  */
 export class PusherClient {
   // Static after construction.
+  /** @type {URL} */
   #url;
+  /** @type {Options["getToken"]} */
   #getToken;
+  /** @type {WebSocketConstructor} */
   #WebSocket;
+  /** @type {NetworkEvents | null} */
   #net;
+  /** @type {number} */
   #dedupWindow;
 
   // Lifecycle.
+  /** @type {State} */
   #state = "disconnected";
   #stopped = false;
   /** @type {PusherError | null} why the client stopped */
   #stopError = null;
+  /** @type {Handlers} */
   #handlers = { message: [], state: [], error: [] };
+  /** @type {{resolve: () => void, reject: (err: PusherError) => void}[]} */
   #readyWaiters = [];
   // Bumped by every connect attempt and by the stop: an await that comes
   // back to a different generation has been overtaken and does nothing.
   #gen = 0;
 
   // The connection: at most one socket, connecting or open.
+  /** @type {WebSocketLike | null} */
   #ws = null;
   #openedAt = 0; // Date.now() at the current socket's open, 0 before
   #attempt = 0; // reconnects since the last stable connection
   #failures = 0; // consecutive attempts that closed before opening
+  /** @type {ReturnType<typeof setTimeout> | 0} */
   #reconnectTimer = 0;
 
   // The token.
@@ -121,21 +146,27 @@ export class PusherClient {
   #needToken = true; // call getToken() before the next connect
   /** @type {string | null} the token pusher closed with 4003 */
   #expiredToken = null;
+  /** @type {ReturnType<typeof setTimeout> | 0} */
   #refreshTimer = 0;
   /** @type {string | null} sent in a refresh frame, not answered yet */
   #pendingRefresh = null;
 
   // Delivery.
-  #handled = new Set(); // seqs handled, at most #dedupWindow
-  #handledOrder = []; // the same seqs, oldest first
-  #inflight = new Map(); // seq -> sockets it arrived on, while handlers run
-  #acks = []; // seqs to ack on #ws
+  /** @type {Set<number>} seqs handled, at most #dedupWindow */
+  #handled = new Set();
+  /** @type {number[]} the same seqs, oldest first */
+  #handledOrder = [];
+  /** @type {Map<number, Set<WebSocketLike>>} seq -> sockets it arrived on, while handlers run */
+  #inflight = new Map();
+  /** @type {number[]} seqs to ack on #ws */
+  #acks = [];
+  /** @type {ReturnType<typeof setTimeout> | 0} */
   #ackTimer = 0;
 
   /**
    * @param {string | {href: string}} url pusher's WebSocket endpoint, e.g. "wss://push.example.com/ws";
    *   http(s) URLs and, in browsers, paths relative to the page ("/ws") are accepted.
-   * @param {object} options see pusher.d.ts
+   * @param {Options} options see pusher.d.ts
    */
   constructor(url, options) {
     if (!options || typeof options.getToken !== "function") {
@@ -174,6 +205,10 @@ export class PusherClient {
   /**
    * on adds handler for event ("message", "state" or "error") and returns
    * a function that removes it.
+   * @template {keyof EventMap} E
+   * @param {E} event
+   * @param {EventMap[E]} handler
+   * @returns {() => void}
    */
   on(event, handler) {
     if (!EVENTS.includes(event)) throw new TypeError("PusherClient: unknown event " + String(event));
@@ -183,8 +218,14 @@ export class PusherClient {
     return () => this.off(event, handler);
   }
 
-  /** off removes handler from event (one registration of it). */
+  /**
+   * off removes handler from event (one registration of it).
+   * @template {keyof EventMap} E
+   * @param {E} event
+   * @param {EventMap[E]} handler
+   */
   off(event, handler) {
+    /** @type {EventMap[E][] | undefined} */
     const list = this.#handlers[event];
     if (!list) return;
     const i = list.indexOf(handler);
@@ -195,6 +236,7 @@ export class PusherClient {
    * ready resolves when the client is connected (at once if it is), and
    * rejects with a PusherError when it stops first.
    */
+  /** @returns {Promise<void>} */
   ready() {
     if (this.#state === "connected") return Promise.resolve();
     if (this.#stopped) return Promise.reject(this.#stopError);
@@ -246,6 +288,7 @@ export class PusherClient {
     this.#open(this.#token);
   }
 
+  /** @param {string} token */
   #open(token) {
     const url = new URL(this.#url);
     url.searchParams.set("token", token);
@@ -271,6 +314,7 @@ export class PusherClient {
     ws.onerror = () => {}; // a close event follows with the code
   }
 
+  /** @param {WebSocketLike} ws */
   #onOpen(ws) {
     if (ws.protocol !== PROTOCOL) {
       this.#fail(new PusherError("unsupported",
@@ -284,6 +328,10 @@ export class PusherClient {
     this.#scheduleRefresh(this.#token, null);
   }
 
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
   #onClose(code, reason) {
     const openedAt = this.#openedAt;
     this.#detach();
@@ -345,6 +393,10 @@ export class PusherClient {
 
   // ---- frames from the server ----
 
+  /**
+   * @param {WebSocketLike} ws
+   * @param {unknown} raw
+   */
   #onFrame(ws, raw) {
     let f;
     try {
@@ -379,6 +431,7 @@ export class PusherClient {
       this.#emitError(new PusherError("bad_frame", "message without data", false, { seq: f.seq }));
       return;
     }
+    /** @type {{ -readonly [K in keyof Message]: Message[K] }} */
     const msg = { seq: f.seq, data };
     if (typeof f.id === "string") msg.id = f.id;
     if (typeof f.ts === "string") msg.ts = f.ts;
@@ -389,6 +442,10 @@ export class PusherClient {
   // before (then it is only acked again: this connection needs the ack)
   // or is being handled now (then the ack, when it comes, covers this
   // connection too).
+  /**
+   * @param {WebSocketLike} ws
+   * @param {Message} msg
+   */
   #deliver(ws, msg) {
     const seq = msg.seq;
     if (this.#handled.has(seq)) {
@@ -431,6 +488,11 @@ export class PusherClient {
   // settle ends the handling of seq: handled, it is remembered and acked
   // on the current connection if the message came over it; failed, it is
   // neither, so pusher delivers it again (see README, "Handler errors").
+  /**
+   * @param {number} seq
+   * @param {boolean} failed
+   * @param {unknown} [err]
+   */
   #settle(seq, failed, err) {
     const on = this.#inflight.get(seq);
     this.#inflight.delete(seq);
@@ -444,17 +506,23 @@ export class PusherClient {
     if (this.#ws && on?.has(this.#ws)) this.#ack(this.#ws, seq);
   }
 
+  /** @param {number} seq */
   #remember(seq) {
     if (this.#handled.has(seq)) return;
     this.#handled.add(seq);
     this.#handledOrder.push(seq);
     if (this.#handledOrder.length > this.#dedupWindow) {
-      this.#handled.delete(this.#handledOrder.shift());
+      const oldest = this.#handledOrder.shift();
+      if (oldest !== undefined) this.#handled.delete(oldest);
     }
   }
 
   // ack queues seq for the next ack frame on ws: sent after the current
   // task (so a burst of messages shares a frame), or at once when full.
+  /**
+   * @param {WebSocketLike} ws
+   * @param {number} seq
+   */
   #ack(ws, seq) {
     if (ws !== this.#ws) return;
     this.#acks.push(seq);
@@ -479,6 +547,11 @@ export class PusherClient {
     }
   }
 
+  /**
+   * @param {WebSocketLike} ws
+   * @param {string} frame
+   * @returns {boolean} whether the socket took it
+   */
   #send(ws, frame) {
     try {
       ws.send(frame);
@@ -492,6 +565,7 @@ export class PusherClient {
 
   // refreshDue: the token is in its refresh window already (or unreadable
   // as a JWT, then only the server can tell: false).
+  /** @param {string} token */
   #refreshDue(token) {
     const claims = jwtClaims(token);
     return claims !== null && refreshDelay(claims, Date.now()) <= REFRESH_MIN_DELAY;
@@ -499,6 +573,10 @@ export class PusherClient {
 
   // scheduleRefresh sets the refresh timer for token, whose exp (unix
   // seconds) the server may have told (exp) better than its claims.
+  /**
+   * @param {string | null} token
+   * @param {number | null} exp
+   */
   #scheduleRefresh(token, exp) {
     clearTimeout(this.#refreshTimer);
     this.#refreshTimer = 0;
@@ -508,6 +586,7 @@ export class PusherClient {
     this.#refreshIn(refreshDelay(claims, Date.now()));
   }
 
+  /** @param {number} delay ms */
   #refreshIn(delay) {
     clearTimeout(this.#refreshTimer);
     if (delay > TIMER_MAX) {
@@ -561,6 +640,7 @@ export class PusherClient {
     this.#send(ws, frame);
   }
 
+  /** @param {{exp?: unknown}} f */
   #onRefreshed(f) {
     const token = this.#pendingRefresh;
     if (token === null) return;
@@ -569,6 +649,7 @@ export class PusherClient {
     this.#scheduleRefresh(token, typeof f.exp === "number" ? f.exp : null);
   }
 
+  /** @param {{error?: unknown}} f */
   #onServerError(f) {
     const reason = typeof f.error === "string" ? f.error : "error";
     if (this.#pendingRefresh !== null) {
@@ -582,6 +663,7 @@ export class PusherClient {
   }
 
   // reconnectNow closes ws and connects again at once, without an error.
+  /** @param {WebSocketLike} ws */
   #reconnectNow(ws) {
     this.#flushAcks();
     this.#detach();
@@ -595,12 +677,14 @@ export class PusherClient {
 
   // ---- stopping and events ----
 
+  /** @param {PusherError} err */
   #fail(err) {
     if (this.#stopped) return;
     this.#emitError(err);
     this.#stop(err);
   }
 
+  /** @param {PusherError} err */
   #stop(err) {
     if (this.#stopped) return;
     this.#stopped = true;
@@ -625,20 +709,27 @@ export class PusherClient {
     this.#handlers = { message: [], state: [], error: [] };
   }
 
+  /** @param {State} s */
   #setState(s) {
     if (this.#state === s) return;
     this.#state = s;
     this.#emit("state", s);
   }
 
+  /** @param {PusherError} err */
   #emitError(err) {
     this.#emit("error", err);
   }
 
   // emit calls event's handlers; one that throws is reported as uncaught
   // (as an event listener's would be) without stopping the others or the client.
+  /**
+   * @param {"state" | "error"} event
+   * @param {State | PusherError} arg what the event's handlers take
+   */
   #emit(event, arg) {
-    for (const h of this.#handlers[event].slice()) {
+    const handlers = /** @type {((arg: unknown) => void)[]} */ (this.#handlers[event].slice());
+    for (const h of handlers) {
       try {
         h(arg);
       } catch (err) {
@@ -653,6 +744,10 @@ export class PusherClient {
 // refreshDelay is how long from now (ms) until a token with these claims
 // should be refreshed: exp minus its margin (see REFRESH_MARGIN_*; the
 // lifetime runs from iat, or nbf, or now), at least REFRESH_MIN_DELAY.
+/**
+ * @param {Claims} claims
+ * @param {number} now ms
+ */
 function refreshDelay(claims, now) {
   const exp = claims.exp * 1000;
   const from = typeof claims.iat === "number" ? claims.iat * 1000 : typeof claims.nbf === "number" ? claims.nbf * 1000 : now;
@@ -664,12 +759,16 @@ function refreshDelay(claims, now) {
 
 // jwtClaims decodes a JWT's payload without verifying it (that is the
 // server's job) and returns it if it has a numeric exp, else null.
+/**
+ * @param {string | null} token
+ * @returns {Claims | null}
+ */
 function jwtClaims(token) {
   if (typeof token !== "string") return null;
   const parts = token.split(".");
   if (parts.length !== 3) return null;
   try {
-    const b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const b64 = (parts[1] ?? "").replace(/-/g, "+").replace(/_/g, "/");
     const json = new TextDecoder().decode(fromBase64(b64 + "===".slice((b64.length + 3) % 4)));
     const claims = JSON.parse(json);
     return claims !== null && typeof claims === "object" && typeof claims.exp === "number" ? claims : null;
@@ -679,6 +778,10 @@ function jwtClaims(token) {
 }
 
 // fromBase64 decodes standard base64 into bytes.
+/**
+ * @param {string} s
+ * @returns {Uint8Array}
+ */
 function fromBase64(s) {
   const bin = atob(s);
   const out = new Uint8Array(bin.length);
@@ -686,10 +789,16 @@ function fromBase64(s) {
   return out;
 }
 
+/**
+ * @param {unknown} v
+ * @returns {v is PromiseLike<unknown>}
+ */
 function isThenable(v) {
-  return (typeof v === "object" || typeof v === "function") && v !== null && typeof v.then === "function";
+  return (typeof v === "object" || typeof v === "function") && v !== null &&
+    typeof (/** @type {{then?: unknown}} */ (v)).then === "function";
 }
 
+/** @param {unknown} err */
 function describe(err) {
   return err instanceof Error ? err.message : String(err);
 }
