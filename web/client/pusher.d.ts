@@ -173,8 +173,10 @@ export declare class PusherClient {
   /** Resolves once connected (at once if connected); rejects with a PusherError if the client stops first. */
   ready(): Promise<void>;
   /**
-   * Stops for good: acks what was handled, closes the socket, cancels
-   * reconnects and refreshes, emits "disconnected"; no handler runs after it.
+   * Stops for good: cancels reconnects and refreshes, emits "disconnected"
+   * and removes every handler (none runs after it returns); the socket
+   * closes at the end of the current task, after the acks of what was
+   * handled, the message whose handler calls close() included.
    */
   close(): void;
 }

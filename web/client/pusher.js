@@ -162,6 +162,10 @@ export class PusherClient {
   #acks = [];
   /** @type {ReturnType<typeof setTimeout> | 0} */
   #ackTimer = 0;
+  /** @type {WebSocketLike | null} the socket close() closes at the end of the task */
+  #closing = null;
+  /** @type {number[]} acks to send on #closing before it closes */
+  #closingAcks = [];
 
   /**
    * @param {string | {href: string}} url pusher's WebSocket endpoint, e.g. "wss://push.example.com/ws";
@@ -244,9 +248,11 @@ export class PusherClient {
   }
 
   /**
-   * close stops the client for good: acks what was handled, closes the
-   * socket (1000), cancels reconnects and refreshes, emits the state
-   * "disconnected", and drops every handler: none runs after close returns.
+   * close stops the client for good: cancels reconnects and refreshes,
+   * emits the state "disconnected" and drops every handler (none runs
+   * after close returns); the socket closes (1000) at the end of the
+   * current task, after the acks of what was handled, the message whose
+   * handler called close included.
    */
   close() {
     this.#stop(new PusherError("closed", "close() was called", true));
@@ -468,6 +474,7 @@ export class PusherClient {
     let failed = false;
     let failure;
     for (const h of handlers) {
+      if (!this.#handlers.message.includes(h)) continue; // removed meanwhile, or close() was called
       try {
         const r = h(msg);
         if (isThenable(r)) pending.push(r);
@@ -496,7 +503,11 @@ export class PusherClient {
   #settle(seq, failed, err) {
     const on = this.#inflight.get(seq);
     this.#inflight.delete(seq);
-    if (this.#stopped) return;
+    if (this.#stopped) {
+      // Handled while close() is closing the socket it came over: ack it there.
+      if (!failed && this.#closing && on?.has(this.#closing)) this.#closingAcks.push(seq);
+      return;
+    }
     if (failed) {
       this.#emitError(new PusherError("handler_error", "message handler failed for seq " + seq + ": " + describe(err),
         false, { seq, cause: err }));
@@ -694,19 +705,39 @@ export class PusherClient {
     this.#reconnectTimer = 0;
     this.#net?.removeEventListener("online", this.#onOnline);
     const ws = this.#ws;
-    if (ws) this.#flushAcks();
+    const acks = this.#acks;
     this.#detach();
     if (ws) {
-      try {
-        ws.close(1000, "client closed");
-      } catch {
-        // already closing
-      }
+      // The socket closes once the current task's synchronous code is
+      // done, so a message handler that calls close() still has its own
+      // message acked (#settle), with whatever was handled before.
+      this.#closing = ws;
+      this.#closingAcks = acks;
+      queueMicrotask(() => this.#finishClose(ws));
     }
-    this.#inflight.clear();
     this.#setState("disconnected");
     for (const w of this.#readyWaiters.splice(0)) w.reject(err);
     this.#handlers = { message: [], state: [], error: [] };
+  }
+
+  /**
+   * finishClose sends the acks close() kept, then closes the socket.
+   * @param {WebSocketLike} ws
+   */
+  #finishClose(ws) {
+    const acks = this.#closingAcks;
+    this.#closing = null;
+    this.#closingAcks = [];
+    if (ws.readyState === OPEN) {
+      for (let i = 0; i < acks.length; i += ACK_BATCH_MAX) {
+        if (!this.#send(ws, JSON.stringify({ ack: acks.slice(i, i + ACK_BATCH_MAX) }))) break;
+      }
+    }
+    try {
+      ws.close(1000, "client closed");
+    } catch {
+      // already closing
+    }
   }
 
   /** @param {State} s */
@@ -730,6 +761,7 @@ export class PusherClient {
   #emit(event, arg) {
     const handlers = /** @type {((arg: unknown) => void)[]} */ (this.#handlers[event].slice());
     for (const h of handlers) {
+      if (!this.#handlers[event].includes(/** @type {any} */ (h))) continue; // removed meanwhile, or close() was called
       try {
         h(arg);
       } catch (err) {

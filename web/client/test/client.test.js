@@ -589,9 +589,10 @@ describe("stopping", () => {
     ws.receive({ seq: 2, data: "b" }); // handler still running
     const readyBefore = s.client.ready();
     s.client.close();
+    assert.equal(s.client.state, "disconnected");
+    await settle();
     assert.deepEqual(ws.acks(), [1], "what was handled is acked before the close");
     assert.deepEqual(ws.closedWith, { code: 1000, reason: "client closed" });
-    assert.equal(s.client.state, "disconnected");
     assert.deepEqual(s.events.state, ["connecting", "connected", "disconnected"]);
     await readyBefore; // it was connected
     await assert.rejects(s.client.ready(), { code: "closed", fatal: true });
@@ -612,6 +613,37 @@ describe("stopping", () => {
     assert.equal(s.events.error.length, errorsBefore);
     assert.deepEqual(s.events.state, ["connecting", "connected", "disconnected"]);
     s.client.close(); // idempotent
+  });
+
+  it("a message handler that calls close() has its message acked, and the next handler is not called", async (t) => {
+    const s = await connected(t);
+    const calls = [];
+    s.client.on("message", (m) => {
+      calls.push("first " + m.seq);
+      if (m.data === "log out") s.client.close();
+    });
+    s.client.on("message", (m) => calls.push("second " + m.seq));
+    const ws = s.last();
+    ws.receive({ seq: 4, data: "x" });
+    ws.receive({ seq: 5, data: "log out" });
+    await settle();
+    assert.deepEqual(calls, ["first 4", "second 4", "first 5"]);
+    assert.deepEqual(ws.acks(), [4, 5]);
+    assert.deepEqual(ws.closedWith, { code: 1000, reason: "client closed" });
+    assert.equal(ws.sent.length, 1, "one ack frame, then the close");
+  });
+
+  it("a state handler that calls close() stops the others from running", async (t) => {
+    const s = setup(t);
+    const seen = [];
+    s.client.on("state", (st) => {
+      seen.push("a " + st);
+      if (st === "connected") s.client.close();
+    });
+    s.client.on("state", (st) => seen.push("b " + st));
+    await settle();
+    s.last().open();
+    assert.deepEqual(seen, ["a connecting", "b connecting", "a connected", "a disconnected", "b disconnected"]);
   });
 
   it("close() while waiting for getToken connects no more", async (t) => {
