@@ -239,8 +239,8 @@ export class PusherClient {
   /**
    * ready resolves when the client is connected (at once if it is), and
    * rejects with a PusherError when it stops first.
+   * @returns {Promise<void>}
    */
-  /** @returns {Promise<void>} */
   ready() {
     if (this.#state === "connected") return Promise.resolve();
     if (this.#stopped) return Promise.reject(this.#stopError);
