@@ -30,7 +30,7 @@ deps: ## install what the tests need that Go does not fetch (Debian's chromium, 
 	@./.ci/install-chromium
 
 .PHONY: test
-test: deps ## both tiers with the race detector: fast package tests, then e2e (installs chromium first when it can)
+test: deps js-test ## the browser client's checks, then both Go tiers with the race detector: fast package tests, then e2e (installs chromium first when it can)
 	$(GO) test -race -count=1 ./...
 	$(GO) test -race -count=1 -tags e2e -timeout 20m ./e2e/...
 
@@ -41,6 +41,17 @@ test-fast: ## the fast tier: every package's tests, no e2e (go test -race ./...)
 .PHONY: test-e2e
 test-e2e: deps ## the e2e tier: pusher and nats-server processes, NATS clusters, Chromium (installs chromium first when it can)
 	$(GO) test -race -count=1 -tags e2e -timeout 20m ./e2e/...
+
+# The browser client (web/client): its dev dependency (typescript, pinned by
+# package-lock.json) is installed by npm ci when the lock file changed.
+JS_DIR := web/client
+
+$(JS_DIR)/node_modules/.package-lock.json: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+.PHONY: js-test
+js-test: $(JS_DIR)/node_modules/.package-lock.json ## the browser client: unit tests (node --test), types (tsc --strict), npm pack contents
+	cd $(JS_DIR) && npm run --silent check
 
 .PHONY: fmt-check
 fmt-check: ## fail if gofmt would change anything
