@@ -21,6 +21,9 @@ func (s *Server) buildHTTP(reg *prometheus.Registry) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	// The browser client is part of the protocol, not of the test page:
+	// served with or without the page.
+	mux.Handle("/pusher.js", web.ClientHandler())
 	if !s.cfg.UIOff {
 		mux.Handle("/", web.Handler())
 	}

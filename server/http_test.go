@@ -208,6 +208,14 @@ func TestUIOffServesNoPage(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET / with PUSHER_UI=false: %d, want 404", resp.StatusCode)
 	}
+	js, err := http.Get(n.url("/pusher.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.Body.Close()
+	if js.StatusCode != http.StatusOK || !strings.Contains(js.Header.Get("Content-Type"), "javascript") {
+		t.Fatalf("GET /pusher.js with PUSHER_UI=false: %d %q, want the client", js.StatusCode, js.Header.Get("Content-Type"))
+	}
 	on := startNode(t, testConfig(t))
 	resp, err = http.Get(on.url("/"))
 	if err != nil {
