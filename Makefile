@@ -8,7 +8,7 @@ FUZZ_TARGETS := \
 	./wire:FuzzValidUID \
 	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \
-	./ws/internal/intake:FuzzFrameReader
+	./ws/internal/intake:FuzzFrameReader ./ws/internal/intake:FuzzReaderMatchesGorilla
 
 .DEFAULT_GOAL := help
 
