@@ -118,6 +118,8 @@ func abGroup3() []abCase {
 		{id: "3.3", send: []abFrame{abText(hello).synced(), abText(hello).withRSV(3).synced(), abPing("").synced()}, want: echo, end: abFailed(abProtocolError)},
 		{id: "3.4", send: []abFrame{abText(hello).chopped(1), abText(hello).withRSV(4).chopped(1), abPing("").chopped(1)}, want: echo, end: abFailed(abProtocolError)},
 		{id: "3.5", send: []abFrame{abBinary("\x00\xff\xfe\xfd\xfc\xfb\x00\xff").withRSV(5)}, end: abFailed(abProtocolError)},
+		// 3.6 is "Ping with RSV = 6" (the suite's latest code sends a binary
+		// frame instead; a ping is the case as described and reported).
 		{id: "3.6", send: []abFrame{abPing(hello).withRSV(6)}, end: abFailed(abProtocolError)},
 		{id: "3.7", send: []abFrame{abData(opClose, "").withRSV(7)}, end: abFailed(abProtocolError)},
 	}
