@@ -8,7 +8,7 @@ FUZZ_TARGETS := \
 	./wire:FuzzValidUID ./wire:FuzzParsePolicy \
 	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \
-	./ws/internal/intake:FuzzFrameReader \
+	./ws/internal/intake:FuzzFrameReader ./ws/internal/intake:FuzzReaderMatchesGorilla \
 	./ws:FuzzClientFrame ./ws:FuzzEnvelope
 
 .DEFAULT_GOAL := help

@@ -47,7 +47,7 @@ type event struct {
 
 // feedAll feeds stream in chunks of the given sizes (cycled; the rest in
 // one piece when sizes is empty) and collects the events up to the first
-// error, checking feed's contract on the way.
+// error or close, checking feed's contract on the way.
 func feedAll(t *testing.T, limit int32, stream []byte, sizes []int) []event {
 	t.Helper()
 	return feedWith(t, frameReader{limit: limit}, stream, sizes)
@@ -55,6 +55,13 @@ func feedAll(t *testing.T, limit int32, stream []byte, sizes []int) []event {
 
 // feedWith is feedAll with a frameReader set up by the caller (collect).
 func feedWith(t *testing.T, f frameReader, stream []byte, sizes []int) []event {
+	t.Helper()
+	return feedInto(t, &f, stream, sizes)
+}
+
+// feedInto is feedWith on the caller's frameReader, whose state the caller
+// may look at afterwards.
+func feedInto(t *testing.T, f *frameReader, stream []byte, sizes []int) []event {
 	t.Helper()
 	var got []event
 	for i := 0; len(stream) > 0; i++ {
@@ -85,9 +92,10 @@ func feedWith(t *testing.T, f frameReader, stream []byte, sizes []int) []event {
 				got = append(got, event{kind: ev, payload: string(f.control())})
 				f.release()
 			case frameClose:
+				// Reading ends here, as Reader.feed's does.
 				code, reason := f.closeFrame()
-				got = append(got, event{kind: ev, code: code, reason: reason})
 				f.release()
+				return append(got, event{kind: ev, code: code, reason: reason})
 			case frameMessage:
 				text, payload := f.message()
 				got = append(got, event{kind: ev, payload: string(payload), code: map[bool]int{true: opText, false: opBinary}[text]})
