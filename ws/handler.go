@@ -99,13 +99,13 @@ func (h *Handler) disconnected(c *conn, code int) func(int) {
 type Confirm int
 
 const (
-	// ConfirmPong: a frame is delivered once the client answered a ping
+	// ConfirmPong means a frame is delivered once the client answered a ping
 	// sent after it. Every browser answers pings by itself (RFC 6455), so
 	// this needs nothing of client code, and unlike the kernel's
 	// acceptance of a write it is not fooled by a connection whose peer
 	// vanished.
 	ConfirmPong Confirm = iota
-	// ConfirmWrite: a frame is delivered once the kernel accepted the
+	// ConfirmWrite means a frame is delivered once the kernel accepted the
 	// write. Cheaper, and loses what a dead connection swallowed.
 	ConfirmWrite
 )

@@ -209,7 +209,7 @@ func (r *Reader) settle() bool {
 			}
 			continue
 		}
-		if r.state.CompareAndSwap(st, st&^phaseMask|readIdle) {
+		if r.state.CompareAndSwap(st, st&^phaseMask) { // readIdle is 0: the phase cleared
 			return true
 		}
 	}
@@ -298,12 +298,6 @@ type readOp struct {
 	n      int
 	err    error
 	readFn func(fd uintptr) bool
-
-	// For rearmFn: the epoll_ctl of the descriptor.
-	set     *epollSet
-	id      uint64
-	ctlErr  error
-	rearmFn func(fd uintptr)
 }
 
 func newReadOp() *readOp {
