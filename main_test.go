@@ -40,6 +40,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		"PUSHER_SEND_QUEUE": "11", "PUSHER_MAX_CONNS": "12", "PUSHER_MAX_CONNS_PER_UID": "13",
 		"PUSHER_HANDSHAKE_TIMEOUT": "3s", "PUSHER_DELIVERY_CONFIRM": "write", "PUSHER_CONFIRM_TIMEOUT": "4s",
 		"PUSHER_DLQ_MAX_PER_UID": "50", "PUSHER_PRESENCE": "false", "PUSHER_NODE_NAME": "web-7",
+		"PUSHER_MAX_HANDSHAKES": "64",
 	}
 	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
 	if err := f.parse(nil); err != nil {
@@ -71,6 +72,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		{"replicas", got.Topology.Replicas == 3},
 		{"dlq cap", got.Topology.DLQMaxPerUID == 50},
 		{"presence", got.PresenceOff && got.NodeName == "web-7"},
+		{"handshakes", got.MaxHandshakes == 64},
 		{"deliveries", got.MaxDeliver == 9 && slices.Equal(got.Backoff, []time.Duration{time.Second, 2 * time.Second})},
 		{"quiet", got.QuietDelivered && got.NoReplayOnConnect},
 		{"limits", got.SendQueue == 11 && got.MaxConns == 12 && got.MaxConnsPerUID == 13},

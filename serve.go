@@ -26,6 +26,7 @@ type serveFlags struct {
 	handshakeTimeout, confirmTimeout                  *time.Duration
 	maxDeliver, maxAckPending, sendQueue              *int
 	maxConns, maxConnsPerUID, replicas, dlqMaxPerUID  *int
+	maxHandshakes                                     *int
 	replayOnConnect, logDelivered, ui, presence       *bool
 }
 
@@ -53,16 +54,18 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 		confirmTimeout: f.Duration("confirm-timeout", "PUSHER_CONFIRM_TIMEOUT", 10*time.Second,
 			"close a connection whose written messages stay unconfirmed this long (4004) and retry them"),
 
-		retention:       f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
-		dlqRetention:    f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
-		dlqMaxPerUID:    f.Int("dlq-max-per-uid", "PUSHER_DLQ_MAX_PER_UID", consumer.DefaultDLQMaxPerUID, "dead letters PUSH_DLQ keeps per user, oldest discarded first; 0 unlimited"),
-		maxDeliver:      f.Int("max-deliver", "PUSHER_MAX_DELIVER", 5, "deliveries before a message is dead-lettered"),
-		backoff:         f.List("backoff", "PUSHER_BACKOFF", "1s,5s,30s", "redelivery delays after failed deliveries, last repeating"),
-		ackWait:         f.Duration("ack-wait", "PUSHER_ACK_WAIT", 30*time.Second, "redeliver if a delivery is not settled in this time (crash)"),
-		maxAckPending:   f.Int("max-ack-pending", "PUSHER_MAX_ACK_PENDING", 65536, "unacked deliveries the consumer allows"),
-		sendQueue:       f.Int("send-queue", "PUSHER_SEND_QUEUE", 1024, "messages queued per connection before it is closed as slow (4002)"),
-		maxConns:        f.Int("max-conns", "PUSHER_MAX_CONNS", 0, "connections per node, 0 unlimited"),
-		maxConnsPerUID:  f.Int("max-conns-per-uid", "PUSHER_MAX_CONNS_PER_UID", 0, "connections per user per node, 0 unlimited"),
+		retention:      f.Duration("retention", "PUSHER_RETENTION", 24*time.Hour, "how long PUSH keeps messages"),
+		dlqRetention:   f.Duration("dlq-retention", "PUSHER_DLQ_RETENTION", 168*time.Hour, "how long PUSH_DLQ keeps dead letters"),
+		dlqMaxPerUID:   f.Int("dlq-max-per-uid", "PUSHER_DLQ_MAX_PER_UID", consumer.DefaultDLQMaxPerUID, "dead letters PUSH_DLQ keeps per user, oldest discarded first; 0 unlimited"),
+		maxDeliver:     f.Int("max-deliver", "PUSHER_MAX_DELIVER", 5, "deliveries before a message is dead-lettered"),
+		backoff:        f.List("backoff", "PUSHER_BACKOFF", "1s,5s,30s", "redelivery delays after failed deliveries, last repeating"),
+		ackWait:        f.Duration("ack-wait", "PUSHER_ACK_WAIT", 30*time.Second, "redeliver if a delivery is not settled in this time (crash)"),
+		maxAckPending:  f.Int("max-ack-pending", "PUSHER_MAX_ACK_PENDING", 65536, "unacked deliveries the consumer allows"),
+		sendQueue:      f.Int("send-queue", "PUSHER_SEND_QUEUE", 1024, "messages queued per connection before it is closed as slow (4002)"),
+		maxConns:       f.Int("max-conns", "PUSHER_MAX_CONNS", 0, "connections per node, 0 unlimited"),
+		maxConnsPerUID: f.Int("max-conns-per-uid", "PUSHER_MAX_CONNS_PER_UID", 0, "connections per user per node, 0 unlimited"),
+		maxHandshakes: f.Int("max-handshakes", "PUSHER_MAX_HANDSHAKES", 512,
+			"WebSocket handshakes in progress at once; more get 503 with Retry-After (1013 for pusher.v1 clients); 0 unlimited"),
 		replicas:        f.Int("replicas", "PUSHER_REPLICAS", 1, "stream and consumer replicas (3 on a cluster)"),
 		replayOnConnect: f.Bool("replay-on-connect", "PUSHER_REPLAY_ON_CONNECT", true, "replay a user's offline dead letters when they connect"),
 		logDelivered:    f.Bool("log-delivered", "PUSHER_LOG_DELIVERED", true, "log a push.delivered line per delivered message"),
@@ -116,7 +119,7 @@ func (c *serveFlags) config() (server.Config, error) {
 		MaxDeliver: *c.maxDeliver, Backoff: backoff,
 		QuietDelivered: !*c.logDelivered, NoReplayOnConnect: !*c.replayOnConnect,
 		Confirm: confirm, ConfirmTimeout: *c.confirmTimeout,
-		SendQueue: *c.sendQueue, MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID,
+		SendQueue: *c.sendQueue, MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID, MaxHandshakes: *c.maxHandshakes,
 		HandshakeTimeout: *c.handshakeTimeout,
 		NodeName:         *c.nodeName, PresenceOff: !*c.presence,
 	}

@@ -81,6 +81,11 @@ type Config struct {
 	// headers; default 5s.
 	HandshakeTimeout time.Duration
 
+	// MaxHandshakes caps the WebSocket handshakes in progress; more are
+	// refused at once (503 with Retry-After; 1013 for pusher.v1 clients).
+	// 0: no cap.
+	MaxHandshakes int
+
 	// NodeName names this node in presence events and online answers;
 	// default the host name and the HTTP port ("web-1:8181").
 	NodeName string

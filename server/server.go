@@ -134,6 +134,7 @@ func (s *Server) build(ctx context.Context) error {
 	wsCfg := ws.Config{
 		AllowedOrigins: s.cfg.AllowedOrigins, SendQueue: s.cfg.SendQueue, Registerer: reg,
 		WriteWait: writeWait, Confirm: s.cfg.Confirm, ConfirmTimeout: s.cfg.ConfirmTimeout,
+		MaxHandshakes: s.cfg.MaxHandshakes,
 	}
 	if !s.cfg.PresenceOff {
 		if s.presence, err = presence.New(s.nats.js.Conn(), s.log, presence.Config{Node: s.cfg.NodeName, Registerer: reg}); err != nil {

@@ -59,6 +59,10 @@ type Config struct {
 	// Presence, if set, hears of every connection this node gains and
 	// loses (presence events for backends).
 	Presence Presence
+	// MaxHandshakes caps the handshakes in progress (token check,
+	// registration, upgrade); more are refused at once with 503 and
+	// Retry-After (1013 for pusher.v1 clients, see admit). 0: no cap.
+	MaxHandshakes int
 	// Registerer receives pusher_connects_total,
 	// pusher_confirm_latency_seconds and pusher_unresponsive_closes_total;
 	// nil keeps them unregistered.
@@ -190,8 +194,13 @@ type Handler struct {
 	epoch    time.Time // instants count from here
 
 	// Safe for concurrent use by themselves.
-	nextID  atomic.Uint64
-	running sync.WaitGroup // connections (until finish), the poller's goroutine, writers
+	// inHandshake, set by tests only, runs in every admitted handshake,
+	// so a test can hold handshakes in progress.
+	inHandshake func()
+
+	nextID     atomic.Uint64
+	handshakes atomic.Int64   // ServeHTTP calls past the cheap checks, for admission control
+	running    sync.WaitGroup // connections (until finish), the poller's goroutine, writers
 	// handoff passes a connection with work to a writer goroutine that
 	// finished another's and waits for more (runWriter); unbuffered, so a
 	// send succeeds only when one waits.
@@ -270,6 +279,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
+	}
+	if !h.admit(w, r) {
+		return
+	}
+	defer h.handshakes.Add(-1)
+	if h.inHandshake != nil {
+		h.inHandshake()
 	}
 	claims, reason, err := h.authenticate(r)
 	if err != nil {

@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pusher_connects_total",
-			Help: "WebSocket connection attempts by result (ok, bad_request, forbidden, unauthorized, limited, unavailable, upgrade_failed).",
+			Help: "WebSocket connection attempts by result (ok, bad_request, forbidden, busy, unauthorized, limited, unavailable, upgrade_failed).",
 		}, []string{"result"}),
 		confirmLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "pusher_confirm_latency_seconds",

@@ -70,6 +70,9 @@ const OPEN = 1; // WebSocket.OPEN
 // Close codes pusher sends (README, "WebSocket").
 const CLOSE_KICKED = 4001;
 const CLOSE_TOKEN_EXPIRED = 4003;
+// RFC 6455's "try again later": a node busy with a connect storm closes
+// at once with the wait in the reason ("busy; retry after 2s").
+const CLOSE_TRY_AGAIN = 1013;
 
 /**
  * PusherError says why something went wrong: `code` is a stable name to
@@ -364,7 +367,7 @@ export class PusherClient {
     } else {
       this.#emitError(new PusherError("closed", reason || "connection closed", false, { closeCode: code }));
     }
-    this.#reconnectLater();
+    this.#reconnectLater(code === CLOSE_TRY_AGAIN ? retryAfter(reason) : 0);
   }
 
   // detach forgets the current socket and what belonged to it.
@@ -381,11 +384,16 @@ export class PusherClient {
     this.#pendingRefresh = null;
   }
 
-  #reconnectLater() {
+  // reconnectLater waits out the back-off, or, when the server asked for
+  // a wait (1013), that wait plus up to as much again, so the clients it
+  // turned away do not all come back at the same instant.
+  /** @param {number} [wait] ms the server asked for */
+  #reconnectLater(wait = 0) {
     if (this.#stopped) return;
     this.#setState("connecting");
     const ceiling = Math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ** Math.min(this.#attempt, BACKOFF_MAX_EXP));
-    const delay = Math.max(BACKOFF_FLOOR, Math.random() * ceiling);
+    const jitter = Math.random();
+    const delay = wait > 0 ? wait * (1 + jitter) : Math.max(BACKOFF_FLOOR, jitter * ceiling);
     this.#attempt++;
     this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }
@@ -771,6 +779,15 @@ export class PusherClient {
       }
     }
   }
+}
+
+// retryAfter reads the wait out of a 1013 close reason ("busy; retry
+// after 2s"): ms, at most the back-off cap; 1 s when it says none.
+/** @param {string} reason */
+function retryAfter(reason) {
+  const m = /retry after (\d+)s/.exec(reason);
+  const secs = m ? Number(m[1]) : 1;
+  return Math.min(BACKOFF_CAP, Math.max(1, secs) * 1000);
 }
 
 // refreshDelay is how long from now (ms) until a token with these claims

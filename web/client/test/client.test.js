@@ -456,6 +456,20 @@ describe("reconnect", () => {
       [["closed", 1001, "server shutting down", false]]);
   });
 
+  it("honours 1013 try again later: waits what the reason says, plus up to as much again", async (t) => {
+    const s = await connected(t, { random: 0.5 });
+    s.last().serverClose(1013, "busy; retry after 2s");
+    assert.equal(await nextConnect(s), 3000, "2 s + 0.5 * 2 s");
+    s.last().open();
+    s.last().serverClose(1013, "busy");
+    assert.equal(await nextConnect(s), 1500, "1 s when the reason names no wait");
+    s.last().open();
+    s.last().serverClose(1013, "busy; retry after 600s");
+    assert.equal(await nextConnect(s, 60 * SEC), 30000, "at most the back-off cap, 20 s, plus its jitter");
+    assert.deepEqual(s.events.error.map((e) => [e.code, e.closeCode, e.fatal]),
+      Array(3).fill(["closed", 1013, false]));
+  });
+
   it("keeps the token on a reconnect after an open connection closed", async (t) => {
     const s = await connected(t, { random: 0 });
     s.last().serverClose(4002, "slow client");

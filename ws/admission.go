@@ -1,0 +1,71 @@
+package ws
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+)
+
+// Admission control: a node that cannot keep up with a connect storm
+// (every client of a restarted node reconnecting at once) refuses the
+// excess at once and cheaply, before verifying a token, instead of
+// letting handshakes queue until clients time out and retry on top of
+// the queue.
+//
+// A client that can read the refusal gets 503 with Retry-After. A
+// browser cannot: the WebSocket API hides a failed handshake's status. So
+// a client that asked for pusher.v1 (the official client, in a browser)
+// gets the upgrade and at once the close 1013 (RFC 6455: try again later)
+// with the delay in the reason, which it honours.
+
+// closeTryAgain is RFC 6455's 1013.
+const closeTryAgain = 1013
+
+// busyRetryAfter is what a refused client is asked to wait; clients add
+// their own jitter on top, so the retries spread out.
+const busyRetryAfter = 2 * time.Second
+
+// admit counts r as a handshake in progress and reports whether it may
+// go on; if not, it has answered r. A caller that was admitted must call
+// h.handshakes.Add(-1) when its handshake is done.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
+	n := h.handshakes.Add(1)
+	if h.cfg.MaxHandshakes <= 0 || n <= int64(h.cfg.MaxHandshakes) {
+		return true
+	}
+	h.handshakes.Add(-1)
+	h.met.connects.WithLabelValues("busy").Inc()
+	secs := strconv.Itoa(int(busyRetryAfter / time.Second))
+	if !asksFor(r, Subprotocol) {
+		w.Header().Set("Retry-After", secs)
+		writeError(w, http.StatusServiceUnavailable, "too many connections being set up; retry after "+secs+"s")
+		return false
+	}
+	up := websocket.Upgrader{
+		Subprotocols: []string{Subprotocol},
+		CheckOrigin:  func(*http.Request) bool { return true }, // it is told to go away, nothing more
+	}
+	c, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return false // the upgrader answered
+	}
+	msg := websocket.FormatCloseMessage(closeTryAgain, "busy; retry after "+secs+"s")
+	if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		h.log.Debug(evRefused, zap.String("reason", "busy"), zap.Error(err))
+	}
+	_ = c.Close()
+	return false
+}
+
+// asksFor reports whether r's upgrade lists the subprotocol p.
+func asksFor(r *http.Request, p string) bool {
+	for _, s := range websocket.Subprotocols(r) {
+		if s == p {
+			return true
+		}
+	}
+	return false
+}
