@@ -54,6 +54,17 @@ func (d *DLQ) open(ctx context.Context) (jetstream.Stream, error) {
 // A walk that finds nothing (the usual replay-on-connect) costs one
 // direct get; the stream's last sequence is read only after a first hit.
 func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) error) error {
+	return d.each(ctx, uid, bound{}, fn)
+}
+
+// bound is what a walk may know before it starts, from a listing
+// (Holders): the stream's last sequence then, and how many dead letters
+// the uid had. Zero values mean unknown.
+type bound struct {
+	last, count uint64
+}
+
+func (d *DLQ) each(ctx context.Context, uid string, b bound, fn func(DeadLetter, error) error) error {
 	stream, err := d.open(ctx)
 	if err != nil {
 		return err
@@ -62,8 +73,8 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 	if uid != "" {
 		filter = wire.DLQSubject(uid)
 	}
-	var last uint64 // 0: not read yet
-	for seq := uint64(1); ; {
+	seen := uint64(0)
+	for seq := uint64(1); b.count == 0 || seen < b.count; seen++ {
 		raw, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
@@ -71,14 +82,14 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 		if err != nil {
 			return fmt.Errorf("get dead letter after seq %d: %w", seq, err)
 		}
-		if last == 0 {
+		if b.last == 0 {
 			info, err := stream.Info(ctx)
 			if err != nil {
 				return fmt.Errorf("stream %s info: %w", wire.DLQStreamName, err)
 			}
-			last = info.State.LastSeq
+			b.last = info.State.LastSeq
 		}
-		if raw.Sequence > last {
+		if raw.Sequence > b.last {
 			return nil
 		}
 		dl, perr := ParseDeadLetter(raw.Subject, raw.Sequence, raw.Header, raw.Data)
@@ -88,7 +99,45 @@ func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) e
 		}
 		seq = raw.Sequence + 1
 	}
+	return nil
 }
+
+// Holders lists, in one JetStream request (paged by the server for very
+// many), the uids that have dead letters now: what a connect storm asks
+// once instead of one look-up per returning user. The listing is of the
+// moment: a dead letter stored after it is found through the replay
+// notice (Router.StoredOffline), as before.
+func (d *DLQ) Holders(ctx context.Context) (Holders, error) {
+	stream, err := d.open(ctx)
+	if err != nil {
+		return Holders{}, err
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(wire.DLQSubjects))
+	if err != nil {
+		return Holders{}, fmt.Errorf("list %s subjects: %w", wire.DLQStreamName, err)
+	}
+	h := Holders{counts: make(map[string]uint64, len(info.State.Subjects)), last: info.State.LastSeq}
+	for subject, n := range info.State.Subjects {
+		if uid, err := wire.UIDFromDLQSubject(subject); err == nil {
+			h.counts[uid] = n
+		}
+	}
+	return h, nil
+}
+
+// Holders is a listing of the users with dead letters.
+type Holders struct {
+	counts map[string]uint64 // dead letters by uid
+	last   uint64            // PUSH_DLQ's last sequence at the listing
+}
+
+// Has reports whether uid had dead letters at the listing.
+func (h Holders) Has(uid string) bool { return h.counts[uid] > 0 }
+
+// bound is the walk of uid's dead letters as the listing knows it: it
+// ends after the count listed, at the last sequence then, saving a
+// look-up of each.
+func (h Holders) bound(uid string) bound { return bound{last: h.last, count: h.counts[uid]} }
 
 // ReplayFilter picks which dead letters Replay republishes.
 type ReplayFilter func(DeadLetter) bool
@@ -115,12 +164,22 @@ type ReplayResult struct {
 // stay where they are. progress, when not nil, is called after each
 // replayed message.
 func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progress func(replayed int), onExpired func(DeadLetter)) (ReplayResult, error) {
+	return d.replay(ctx, uid, bound{}, keep, progress, onExpired)
+}
+
+// ReplayListed is Replay for a uid of a listing: the listing bounds the
+// walk, which saves a round trip or two per user in a connect storm.
+func (d *DLQ) ReplayListed(ctx context.Context, h Holders, uid string, keep ReplayFilter, onExpired func(DeadLetter)) (ReplayResult, error) {
+	return d.replay(ctx, uid, h.bound(uid), keep, nil, onExpired)
+}
+
+func (d *DLQ) replay(ctx context.Context, uid string, b bound, keep ReplayFilter, progress func(replayed int), onExpired func(DeadLetter)) (ReplayResult, error) {
 	var res ReplayResult
 	stream, err := d.open(ctx)
 	if err != nil {
 		return res, err
 	}
-	err = d.Each(ctx, uid, func(dl DeadLetter, perr error) error {
+	err = d.each(ctx, uid, b, func(dl DeadLetter, perr error) error {
 		if perr != nil {
 			res.Skipped++
 			return nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,5 +195,62 @@ func TestDLQCapKeepsTheNewest(t *testing.T) {
 	waitFor(t, 10*time.Second, "the other user's dead letter", func() bool { return len(deadLetters(t, js, "other")) == 1 })
 	if got := fmt.Sprint(payloads(deadLetters(t, js, "week-away"))); got != "[5 6 7]" {
 		t.Fatalf("PUSH_DLQ keeps %s for the user, want the newest three [5 6 7]", got)
+	}
+}
+
+// TestConnectStormListsDeadLettersOnce: 300 users connect at once, 30 of
+// them with offline dead letters. Each of the 30 gets its message, and
+// the replayer asks PUSH_DLQ who has dead letters in one listing rather
+// than looking up each of the 300 (counted on JetStream's API subjects).
+func TestConnectStormListsDeadLettersOnce(t *testing.T) {
+	nc, js := startJS(t)
+	h := newHub(t)
+	_, node := startConsumer(t, nc, js, h, consumer.Config{})
+	for i := range 30 {
+		publishWith(t, js, "storm"+strconv.Itoa(i*10), "while away")
+	}
+	waitFor(t, 10*time.Second, "30 dead letters", func() bool { return len(deadLetters(t, js, "")) == 30 })
+
+	var gets, lists atomic.Int64
+	spy, err := nc.Subscribe("$JS.API.>", func(m *nats.Msg) {
+		switch {
+		case strings.HasPrefix(m.Subject, "$JS.API.DIRECT.GET."+wire.DLQStreamName):
+			gets.Add(1)
+		case m.Subject == "$JS.API.STREAM.INFO."+wire.DLQStreamName && strings.Contains(string(m.Data), "subjects_filter"):
+			lists.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = spy.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]*recConn, 300)
+	for i := range conns {
+		conns[i] = newRecConn(false)
+		if err := h.Add("storm"+strconv.Itoa(i), conns[i], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The connects' replay triggers, as a storm brings them: within
+	// moments of each other.
+	for i := range conns {
+		node.replayer.TriggerReplay("storm" + strconv.Itoa(i))
+	}
+	for i := 0; i < 300; i += 10 {
+		select {
+		case <-conns[i].writes:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("storm%d never got its dead letter", i)
+		}
+	}
+	g, l := gets.Load(), lists.Load() // before this test's own look-ups below
+	waitFor(t, 10*time.Second, "DLQ empty", func() bool { return len(deadLetters(t, js, "")) == 0 })
+	// One listing; the walks of the 30 holders, bounded by it, one get
+	// each (the listing says how many dead letters each has).
+	if l != 1 || g != 30 {
+		t.Fatalf("%d listings and %d direct gets for 300 connects with 30 holders; want 1 and 30", l, g)
 	}
 }

@@ -14,9 +14,9 @@ import (
 
 // ReplayerConfig tunes a Replayer. Zero values mean the documented default.
 type ReplayerConfig struct {
-	// Workers replay concurrently; default 2. Each replay is a few
-	// JetStream round trips, and a user who connects with nothing waiting
-	// costs one.
+	// Workers replay concurrently; default 8. Each replay is a few
+	// JetStream round trips, so a storm's replays are bound by latency,
+	// not CPU: more workers keep more round trips in flight.
 	Workers int
 	// RetryDelay is how long a failed replay (NATS away, say) waits
 	// before it is tried again, for as long as the uid stays connected
@@ -30,8 +30,9 @@ type ReplayerConfig struct {
 
 // Replayer republishes a user's offline dead letters to them when they
 // are back: on connect, on another node's notice, after a NATS reconnect.
-// Triggers queue the uid (once while queued) for a few workers, so the
-// callers, connect paths and NATS callbacks, never wait on JetStream.
+// Triggers queue the uid (once while queued), so the callers, connect
+// paths and NATS callbacks, never wait on JetStream. One planner takes
+// the queue in batches and hands the replays to a few workers.
 type Replayer struct {
 	dlq    *DLQ
 	online func(uid string) bool
@@ -41,8 +42,16 @@ type Replayer struct {
 	expiredTotal prometheus.Counter
 
 	q      replayQueue
+	jobs   chan replayJob // planner to workers
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// replayJob is one user's replay, bounded by a listing when there was one.
+type replayJob struct {
+	uid      string
+	holders  Holders
+	isListed bool
 }
 
 // NewReplayer returns a Replayer reading dlq; online tells whether a uid is
@@ -50,7 +59,7 @@ type Replayer struct {
 // does nothing until Start.
 func NewReplayer(dlq *DLQ, online func(uid string) bool, log *zap.Logger, cfg ReplayerConfig) (*Replayer, error) {
 	if cfg.Workers == 0 {
-		cfg.Workers = 2
+		cfg.Workers = 8
 	}
 	if cfg.RetryDelay == 0 {
 		cfg.RetryDelay = 2 * time.Second
@@ -63,23 +72,25 @@ func NewReplayer(dlq *DLQ, online func(uid string) bool, log *zap.Logger, cfg Re
 		return nil, err
 	}
 	r := &Replayer{dlq: dlq, online: online, log: log.Named("replay"), cfg: cfg,
-		expiredTotal: droppedCounters(messages)[wire.ReasonExpired]}
+		expiredTotal: droppedCounters(messages)[wire.ReasonExpired],
+		jobs:         make(chan replayJob, cfg.Workers)}
 	r.q.wake = make(chan struct{}, 1)
 	return r, nil
 }
 
-// Start starts the workers; Close stops them.
+// Start starts the planner and the workers; Close stops them.
 func (r *Replayer) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	r.goWorker(func() { r.plan(ctx) })
 	for range r.cfg.Workers {
 		r.goWorker(func() { r.work(ctx) })
 	}
 }
 
-// Close stops the workers and waits for them; a replay in progress is cut
-// short (what it republished is kept; the rest waits for the next
-// connect). Idempotent.
+// Close stops the planner and workers and waits for them; a replay in
+// progress is cut short (what it republished is kept; the rest waits for
+// the next connect). Idempotent.
 func (r *Replayer) Close() {
 	if r.cancel != nil {
 		r.cancel()
@@ -103,30 +114,105 @@ func (r *Replayer) TriggerReplay(uid string) {
 	}
 }
 
-func (r *Replayer) work(ctx context.Context) {
+// Batching: the planner lets triggers gather for gatherDelay after the
+// first, then takes up to replayBatch uids; a batch of listBatch or more
+// is looked up with one listing of PUSH_DLQ's users (Holders) instead of
+// a look-up each. In a connect storm (a node restarted, every client
+// back at once) that spares a round trip for every returning user with
+// nothing to replay, and bounds the walks of those with some. A lone
+// connect waits gatherDelay more for its replay, which nobody sees.
+const (
+	gatherDelay = 5 * time.Millisecond
+	replayBatch = 4096
+	listBatch   = 64
+)
+
+// plan turns the queue into jobs for the workers.
+func (r *Replayer) plan(ctx context.Context) {
+	gather := time.NewTimer(0)
+	<-gather.C
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.q.wake:
 		}
+		gather.Reset(gatherDelay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-gather.C:
+		}
 		for {
-			uid, ok := r.q.pop()
-			if !ok {
+			uids := r.q.popBatch(replayBatch)
+			if len(uids) == 0 {
 				break
 			}
-			res, err := r.dlq.Replay(ctx, uid, OnlyOffline, nil, r.expired)
-			switch {
-			case err != nil && ctx.Err() != nil:
-				return // shutting down; the next connect replays
-			case err != nil:
-				r.log.Warn(evReplayFailed, zap.String("uid", uid), zap.Int("replayed", res.Replayed), zap.Error(err))
-				r.retryLater(ctx, uid)
-			case res != ReplayResult{}:
-				r.log.Info(evReplayed, zap.String("uid", uid), zap.Int("replayed", res.Replayed),
-					zap.Int("expired", res.Expired), zap.Int("skipped", res.Skipped))
+			if !r.dispatch(ctx, uids) {
+				return
 			}
 		}
+	}
+}
+
+// dispatch hands the batch's replays to the workers: after a listing,
+// only those of users with dead letters. False means ctx ended.
+func (r *Replayer) dispatch(ctx context.Context, uids []string) bool {
+	var job replayJob
+	if len(uids) >= listBatch {
+		h, err := r.dlq.Holders(ctx)
+		switch {
+		case err == nil:
+			job.holders, job.isListed = h, true
+		case ctx.Err() != nil:
+			return false
+		default:
+			r.log.Warn(evReplayFailed, zap.Int("uids", len(uids)), zap.Error(err)) // each is looked up instead
+		}
+	}
+	for _, uid := range uids {
+		if job.isListed && !job.holders.Has(uid) {
+			continue
+		}
+		job.uid = uid
+		select {
+		case r.jobs <- job:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Replayer) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-r.jobs:
+			r.replay(ctx, job)
+		}
+	}
+}
+
+// replay runs one user's replay and logs the outcome.
+func (r *Replayer) replay(ctx context.Context, job replayJob) {
+	var res ReplayResult
+	var err error
+	if job.isListed {
+		res, err = r.dlq.ReplayListed(ctx, job.holders, job.uid, OnlyOffline, r.expired)
+	} else {
+		res, err = r.dlq.Replay(ctx, job.uid, OnlyOffline, nil, r.expired)
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// Shutting down; the next connect replays.
+	case err != nil:
+		r.log.Warn(evReplayFailed, zap.String("uid", job.uid), zap.Int("replayed", res.Replayed), zap.Error(err))
+		r.retryLater(ctx, job.uid)
+	case res != ReplayResult{}:
+		r.log.Info(evReplayed, zap.String("uid", job.uid), zap.Int("replayed", res.Replayed),
+			zap.Int("expired", res.Expired), zap.Int("skipped", res.Skipped))
 	}
 }
 
@@ -180,22 +266,19 @@ func (q *replayQueue) push(uid string) bool {
 	return true
 }
 
-func (q *replayQueue) pop() (string, bool) {
+// popBatch takes up to max queued uids, oldest first.
+func (q *replayQueue) popBatch(max int) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.order) == 0 {
-		return "", false
+	n := min(max, len(q.order))
+	if n == 0 {
+		return nil
 	}
-	uid := q.order[0]
-	q.order[0] = ""
-	q.order = q.order[1:]
-	delete(q.queued, uid)
-	if len(q.order) > 0 {
-		// Let another worker help.
-		select {
-		case q.wake <- struct{}{}:
-		default:
-		}
+	uids := append([]string(nil), q.order[:n]...)
+	clear(q.order[:n])
+	q.order = q.order[n:]
+	for _, uid := range uids {
+		delete(q.queued, uid)
 	}
-	return uid, true
+	return uids
 }
