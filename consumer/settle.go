@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/wire"
 )
 
@@ -63,7 +64,7 @@ func (c *Consumer) ack(j *job) {
 		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
 			fp := c.fields.Get().(*[]zap.Field)
 			fs := append((*fp)[:0], zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-				zap.Uint64("attempt", j.delivered), zap.Duration("latency", latency))
+				zap.Uint64("attempt", j.delivered), logging.Ms("latency_ms", latency))
 			ce.Write(fs...)
 			clear(fs)
 			*fp = fs
@@ -122,7 +123,7 @@ func (c *Consumer) retryOrDeadLetter(j *job) {
 	c.met.retried[reason].Inc()
 	c.log.Info(evRetry, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.Uint64("attempt", j.delivered), zap.String("reason", reason),
-		zap.Duration("delay", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err))
+		logging.Ms("delay_ms", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err))
 	c.settled()
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/pusher-io/pusher/cluster"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/natsserver"
 	"github.com/pusher-io/pusher/presence"
 	"github.com/pusher-io/pusher/wire"
@@ -89,8 +90,8 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, served: make(chan struct{})}
 	if cfg.ackWaitShort() {
-		log.Warn(evAckWait, zap.Duration("ack_wait", cfg.Topology.AckWait), zap.Duration("write_deadline", writeWait),
-			zap.Duration("confirm_timeout", cfg.ConfirmTimeout), zap.String("detail",
+		log.Warn(evAckWait, logging.Ms("ack_wait_ms", cfg.Topology.AckWait), logging.Ms("write_deadline_ms", writeWait),
+			logging.Ms("confirm_timeout_ms", cfg.ConfirmTimeout), zap.String("detail",
 				"JetStream will redeliver messages still awaiting their confirmation: expect duplicates; raise PUSHER_ACK_WAIT"))
 	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
@@ -264,7 +265,7 @@ func (s *Server) shutdown(ctx context.Context) {
 	if deadline, ok := ctx.Deadline(); ok {
 		budget = time.Until(deadline)
 	}
-	s.log.Info(evStopping, zap.Duration("timeout", budget))
+	s.log.Info(evStopping, logging.Ms("timeout_ms", budget))
 	incomplete := func(step string, err error) {
 		if err != nil {
 			s.log.Warn(evIncomplete, zap.String("step", step), zap.Error(err))
@@ -289,7 +290,7 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	incomplete("connections", s.ws.Wait(ctx))
 	s.teardown(ctx)
-	s.log.Info(evStopped, zap.Duration("took", time.Since(start)))
+	s.log.Info(evStopped, logging.Ms("duration_ms", time.Since(start)))
 }
 
 // teardown closes, in order, whatever of the node exists, after the

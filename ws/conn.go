@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws/internal/intake"
 )
@@ -234,7 +235,7 @@ func (h *Handler) finish(c *conn) {
 	c.drain()
 	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
 		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
-			zap.Duration("duration", h.now().sub(c.started)))
+			logging.Ms("duration_ms", h.now().sub(c.started)))
 	}
 	h.running.Done()
 }
