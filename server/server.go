@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +54,9 @@ const failedStartTimeout = 10 * time.Second
 // Run serves HTTP until its context ends; Close stops everything in the
 // contract's order. Close may be called without Run, and more than once.
 type Server struct {
-	cfg Config
-	log *zap.Logger
+	cfg    Config
+	log    *zap.Logger // with the node's name once the listener exists
+	binary Build       // what pusher.ready and pusher_build_info name
 
 	// Built by New in this order, closed by Close in about the reverse.
 	ln       net.Listener
@@ -88,12 +88,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, served: make(chan struct{})}
-	if cfg.ackWaitShort() {
-		log.Warn(evAckWait, logging.Ms("ack_wait_ms", cfg.Topology.AckWait), logging.Ms("write_deadline_ms", writeWait),
-			logging.Ms("confirm_timeout_ms", cfg.ConfirmTimeout), zap.String("detail",
-				"JetStream will redeliver messages still awaiting their confirmation: expect duplicates; raise PUSHER_ACK_WAIT"))
-	}
+	s := &Server{cfg: cfg, log: log, served: make(chan struct{}), binary: ReadBuild()}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := s.build(ctx); err != nil {
@@ -106,13 +101,25 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 }
 
 // build does New's work; teardown undoes whatever part of it succeeded.
+// Nothing is logged before the listener exists: from then on the node
+// has its name, and every line carries it.
 func (s *Server) build(ctx context.Context) error {
-	verifier, err := s.verifier() // configuration only: before any I/O
-	if err != nil {
+	if err := s.checkKeys(); err != nil { // configuration only: before any I/O
 		return err
 	}
+	var err error
 	if s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.nameNode()
+	if s.cfg.ackWaitShort() {
+		s.log.Warn(evAckWait, logging.Ms("ack_wait_ms", s.cfg.Topology.AckWait), logging.Ms("write_deadline_ms", writeWait),
+			logging.Ms("confirm_timeout_ms", s.cfg.ConfirmTimeout), zap.String("detail",
+				"JetStream will redeliver messages still awaiting their confirmation: expect duplicates; raise PUSHER_ACK_WAIT"))
+	}
+	verifier, err := s.verifier()
+	if err != nil {
+		return err
 	}
 	if s.cfg.PprofAddr != "" {
 		if s.pprof, err = listenPprof(s.cfg.PprofAddr, s.log); err != nil {
@@ -126,9 +133,6 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	if s.cfg.NodeName == "" {
-		s.cfg.NodeName = defaultNodeName(s.ln.Addr())
-	}
 	if err := s.buildDelivery(ctx, reg); err != nil {
 		return err
 	}
@@ -149,7 +153,7 @@ func (s *Server) build(ctx context.Context) error {
 	if s.ws, err = ws.NewHandler(s.hub, verifier, s.log, wsCfg); err != nil {
 		return configErr(err)
 	}
-	if err := registerGauges(reg, s.hub, s.cons, s.nats.js.Conn()); err != nil {
+	if err := registerGauges(reg, s.binary, s.hub, s.cons, s.nats.js.Conn()); err != nil {
 		return err
 	}
 	if err := registerJWKSMetrics(reg, s.jwks); err != nil {
@@ -204,17 +208,34 @@ func (s *Server) buildDelivery(ctx context.Context, reg prometheus.Registerer) e
 	return nil
 }
 
-// defaultNodeName is the host name and the HTTP port: unique per node
-// even with several on one host, and what an operator recognises.
-func defaultNodeName(addr net.Addr) string {
+// nameNode names the node after its listener unless Config named it, and
+// puts the name on the node's logger, so that every line from here on,
+// the subsystems' included, says which node wrote it.
+func (s *Server) nameNode() {
+	if s.cfg.NodeName == "" {
+		s.cfg.NodeName = DefaultNodeName(s.ln.Addr().String())
+	}
+	s.log = s.log.With(zap.String("node", s.cfg.NodeName))
+}
+
+// DefaultNodeName is the name of a node listening on httpAddr whose
+// Config.NodeName is empty: the host name and the HTTP port, unique per
+// node even with several on one host, and what an operator recognises.
+// It is "" while the port is still to be picked (port 0): the node then
+// takes its name from the listener.
+func DefaultNodeName(httpAddr string) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "pusher"
 	}
-	if ta, ok := addr.(*net.TCPAddr); ok {
-		return host + ":" + strconv.Itoa(ta.Port)
+	_, port, err := net.SplitHostPort(httpAddr)
+	switch {
+	case err != nil || port == "":
+		return host
+	case port == "0":
+		return ""
 	}
-	return host
+	return host + ":" + port
 }
 
 // Addr is the address HTTP and WebSocket clients reach this node on.
@@ -236,7 +257,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("server: Run called twice")
 	}
 	go func() { s.serveErr = s.http.Serve(s.ln); close(s.served) }()
-	s.log.Info(evReady, zap.String("http_addr", s.Addr().String()), zap.String("nats_url", redactURL(s.NATSURL())),
+	s.log.Info(evReady, zap.String("version", s.binary.Version), zap.String("revision", s.binary.Revision),
+		zap.String("http_addr", s.Addr().String()), zap.String("nats_url", redactURL(s.NATSURL())),
 		zap.Bool("embedded_nats", s.cfg.embedded()), zap.Bool("cluster_routing", s.cfg.Routing == RoutingCluster))
 	select {
 	case <-ctx.Done():
