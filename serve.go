@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/logging"
@@ -137,37 +139,75 @@ func dlqCap(n int) int {
 	return n
 }
 
+// evFailed is serve's last line when it fails.
+const evFailed = "pusher.failed"
+
 // runServe runs one node until ctx ends (SIGINT, SIGTERM), then stops it
-// within the shutdown timeout.
+// within the shutdown timeout. A failure, usage errors included, is
+// returned (exitCode prints it on stderr) and also logged on stdout as
+// pusher.failed, with the node's name when it is known: a log shipper
+// that reads stdout only then shows why a pod crash-loops.
 func runServe(ctx context.Context, env *environ, args []string) error {
 	f, c := newServeFlags(env)
-	if err := f.parse(args); err != nil {
+	cfg, err := c.parse(f, args)
+	if errors.Is(err, errHelp) {
 		return err
 	}
-	if len(f.args()) > 0 {
-		return usagef("serve takes no arguments, got %q", f.args())
-	}
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
-	log, closeLog, err := logging.New(env.stdout, logging.Config{Level: *c.logLevel, BufferSize: 256 << 10})
-	if err != nil {
-		return usageError{err}
+	log, closeLog, lerr := logging.New(env.stdout, logging.Config{Level: *c.logLevel, BufferSize: 256 << 10})
+	if lerr != nil {
+		// The level is the mistake: say so at the default level.
+		log, closeLog, _ = logging.New(env.stdout, logging.Config{})
+		if err == nil {
+			err = usageError{lerr}
+		}
 	}
 	defer func() { _ = closeLog() }()
+	node := cfg.NodeName
+	if node == "" && cfg.HTTPAddr != "" {
+		node = server.DefaultNodeName(cfg.HTTPAddr) // "" for port 0, until it listens
+	}
+	if err == nil {
+		var name string
+		if name, err = serve(ctx, cfg, log, *c.shutdownTimeout); name != "" {
+			node = name
+		}
+	}
+	if err != nil {
+		fields := []zap.Field{zap.Error(err)}
+		if node != "" {
+			fields = append(fields, zap.String("node", node))
+		}
+		log.Error(evFailed, fields...)
+	}
+	return err
+}
 
+// parse reads serve's flags and arguments into the node's Config; what is
+// wrong with them is a usage error, --help is errHelp.
+func (c *serveFlags) parse(f *flagSet, args []string) (server.Config, error) {
+	if err := f.parse(args); err != nil {
+		return server.Config{}, err
+	}
+	if len(f.args()) > 0 {
+		return server.Config{}, usagef("serve takes no arguments, got %q", f.args())
+	}
+	return c.config()
+}
+
+// serve builds the node, runs it until ctx ends and stops it within
+// shutdownTimeout. It returns the node's name, "" if it was not built.
+func serve(ctx context.Context, cfg server.Config, log *zap.Logger, shutdownTimeout time.Duration) (string, error) {
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		var ce *server.ConfigError
 		if errors.As(err, &ce) {
-			return usageError{err}
+			return "", usageError{err}
 		}
-		return err
+		return "", err
 	}
 	runErr := srv.Run(ctx)
-	stopCtx, cancel := context.WithTimeout(context.Background(), *c.shutdownTimeout)
+	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	srv.Close(stopCtx)
-	return runErr
+	return srv.Name(), runErr
 }

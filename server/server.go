@@ -238,6 +238,10 @@ func DefaultNodeName(httpAddr string) string {
 	return host + ":" + port
 }
 
+// Name is the node's name: Config.NodeName, or DefaultNodeName of its
+// listener. Every line the node logs carries it as node.
+func (s *Server) Name() string { return s.cfg.NodeName }
+
 // Addr is the address HTTP and WebSocket clients reach this node on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
