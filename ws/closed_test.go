@@ -29,7 +29,9 @@ func TestClosedSaysWhoClosed(t *testing.T) {
 		}, websocket.CloseNormalClosure, "bye", "client"},
 		{"client hangs up", func(_ *testing.T, _ *testServer, c *websocket.Conn) { _ = c.NetConn().Close() },
 			websocket.CloseAbnormalClosure, closeLostText, "client"},
-		{"kick", func(_ *testing.T, ts *testServer, _ *websocket.Conn) { ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText) },
+		{"kick", func(_ *testing.T, ts *testServer, _ *websocket.Conn) {
+			ts.hub.Kick("alice", wire.CloseKicked, wire.CloseKickedText)
+		},
 			wire.CloseKicked, wire.CloseKickedText, "server"},
 		{"shutdown", func(_ *testing.T, ts *testServer, _ *websocket.Conn) {
 			done := make(chan struct{})
