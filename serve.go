@@ -13,6 +13,7 @@ import (
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/server"
+	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws"
 )
 
@@ -22,6 +23,7 @@ type serveFlags struct {
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
 	jwtUIDClaim, jwksURL, allowedOrigins, backoff     *string
+	trustedProxies                                    *string
 	logLevel, nodeName                                *string
 	apiKey, pprofAddr, routing, confirm               *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
@@ -46,8 +48,10 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 		jwtUIDClaim:    f.String("jwt-uid-claim", "PUSHER_JWT_UID_CLAIM", "uid", "claim holding the user id (falls back to sub)"),
 		jwksURL:        f.String("jwks-url", "PUSHER_JWKS_URL", "", "identity provider's JWKS URL (https://): its RS256/ES256/EdDSA keys verify client tokens by kid"),
 		allowedOrigins: f.List("allowed-origins", "PUSHER_ALLOWED_ORIGINS", "", "browser origins allowed to connect, * for any; empty: same origin only"),
-		apiKey:         f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
-		pprofAddr:      f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
+		trustedProxies: f.List("trusted-proxies", "PUSHER_TRUSTED_PROXIES", "",
+			"proxies (IPs, CIDRs) whose X-Forwarded-For or Forwarded names the client in the logs; empty: the TCP peer"),
+		apiKey:    f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
+		pprofAddr: f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
 		routing: f.String("routing", "PUSHER_ROUTING", "auto",
 			"local (this node's connections only), cluster (any node's, through NATS), or auto: cluster unless NATS is embedded"),
 		confirm: f.String("delivery-confirm", "PUSHER_DELIVERY_CONFIRM", "pong",
@@ -97,6 +101,10 @@ func (c *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, usagef("--delivery-confirm: %w", err)
 	}
+	proxies, err := wire.ParseTrustedProxies(*c.trustedProxies)
+	if err != nil {
+		return server.Config{}, usagef("--trusted-proxies: %w", err)
+	}
 	natsOpts, err := c.nats.options()
 	if err != nil {
 		return server.Config{}, err
@@ -109,7 +117,7 @@ func (c *serveFlags) config() (server.Config, error) {
 			Audience: *c.jwtAudience, UIDClaim: *c.jwtUIDClaim,
 		},
 		JWKS:           auth.JWKSConfig{URL: *c.jwksURL},
-		AllowedOrigins: splitList(*c.allowedOrigins), APIKey: *c.apiKey, PprofAddr: *c.pprofAddr, UIOff: !*c.ui,
+		AllowedOrigins: splitList(*c.allowedOrigins), TrustedProxies: proxies, APIKey: *c.apiKey, PprofAddr: *c.pprofAddr, UIOff: !*c.ui,
 		Routing: routing,
 		Topology: consumer.Topology{
 			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention, DLQMaxPerUID: dlqCap(*c.dlqMaxPerUID),

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -79,5 +80,24 @@ func TestServeFailureIsLoggedOnStdout(t *testing.T) {
 				t.Errorf("stderr %q, want one line naming %q", errOut, tt.wantError)
 			}
 		})
+	}
+}
+
+// PUSHER_TRUSTED_PROXIES reaches the node's Config; a list that is not
+// addresses and prefixes is a usage error.
+func TestTrustedProxiesFlag(t *testing.T) {
+	f, c := newServeFlags(&environ{getenv: func(k string) string {
+		return map[string]string{"PUSHER_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7"}[k]
+	}})
+	cfg, err := c.parse(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.TrustedProxies.ClientAddr("10.1.2.3:80", http.Header{"X-Forwarded-For": {"198.51.100.4"}}); got != "198.51.100.4" {
+		t.Fatalf("behind a trusted proxy, remote %q, want the forwarded client", got)
+	}
+	code, _, errOut := cli(t, map[string]string{"PUSHER_TRUSTED_PROXIES": "10.0.0.0/8, lb.internal"}, "serve")
+	if code != 2 || !strings.Contains(errOut, "--trusted-proxies") {
+		t.Fatalf("exit %d, stderr %q; want 2 naming --trusted-proxies", code, errOut)
 	}
 }

@@ -137,7 +137,7 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	wsCfg := ws.Config{
-		AllowedOrigins: s.cfg.AllowedOrigins, SendQueue: s.cfg.SendQueue, Registerer: reg,
+		AllowedOrigins: s.cfg.AllowedOrigins, TrustedProxies: s.cfg.TrustedProxies, SendQueue: s.cfg.SendQueue, Registerer: reg,
 		WriteWait: writeWait, Confirm: s.cfg.Confirm, ConfirmTimeout: s.cfg.ConfirmTimeout,
 	}
 	if !s.cfg.PresenceOff {

@@ -59,6 +59,9 @@ type Config struct {
 	// Presence, if set, hears of every connection this node gains and
 	// loses (presence events for backends).
 	Presence Presence
+	// TrustedProxies tell the client's address behind them, for the
+	// logs' remote; zero: the TCP peer.
+	TrustedProxies wire.TrustedProxies
 	// Registerer receives pusher_connects_total,
 	// pusher_confirm_latency_seconds and pusher_unresponsive_closes_total;
 	// nil keeps them unregistered.
@@ -267,14 +270,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.originAllowed(r) {
 		h.met.connects.WithLabelValues("forbidden").Inc()
-		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
+		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), h.remote(r))
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
 	claims, reason, err := h.authenticate(r)
 	if err != nil {
 		h.met.connects.WithLabelValues("unauthorized").Inc()
-		h.log.Info(evRejected, zap.String("reason", reason), zap.String("remote", r.RemoteAddr), zap.Error(err))
+		h.log.Info(evRejected, zap.String("reason", reason), h.remote(r), zap.Error(err))
 		writeError(w, http.StatusUnauthorized, reason)
 		return
 	}
@@ -357,7 +360,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 		return
 	}
 	h.met.connects.WithLabelValues("ok").Inc()
-	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
+	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), h.remote(r))
 	h.running.Add(1) // finish, which needs ws, says Done
 	if err := setUserTimeout(wsConn.NetConn(), h.cfg.ConfirmTimeout); err != nil {
 		h.log.Debug("ws.sockopt_failed", zap.Uint64("conn", c.id), zap.Error(err))
@@ -391,6 +394,12 @@ func (h *Handler) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("wait for connections to end: %w", ctx.Err())
 	}
+}
+
+// remote is the log field naming the client's address: the TCP peer, or
+// what trusted proxies say of the client behind them.
+func (h *Handler) remote(r *http.Request) zap.Field {
+	return zap.String("remote", h.cfg.TrustedProxies.ClientAddr(r.RemoteAddr, r.Header))
 }
 
 // originAllowed applies the Origin allow-list. No Origin header means a
