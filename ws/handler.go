@@ -259,24 +259,24 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 // Handler's poller, which the Handler owns (see Wait), and returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
-		h.met.connects.WithLabelValues("bad_request").Inc()
+		h.met.connects.WithLabelValues(resultBadRequest).Inc()
 		writeError(w, http.StatusBadRequest, "websocket upgrade required")
 		return
 	}
 	if r.Method != http.MethodGet {
-		h.met.connects.WithLabelValues("bad_request").Inc()
+		h.met.connects.WithLabelValues(resultBadRequest).Inc()
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	if !h.originAllowed(r) {
-		h.met.connects.WithLabelValues("forbidden").Inc()
+		h.met.connects.WithLabelValues(resultForbidden).Inc()
 		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), h.remote(r))
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
 	claims, reason, err := h.authenticate(r)
 	if err != nil {
-		h.met.connects.WithLabelValues("unauthorized").Inc()
+		h.met.connects.WithLabelValues(resultUnauthorized).Inc()
 		h.log.Info(evRejected, zap.String("reason", reason), h.remote(r), zap.Error(err))
 		writeError(w, http.StatusUnauthorized, reason)
 		return
@@ -287,11 +287,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection a clone, and a connection logs only a few lines.
 	c := newConn(id, uid, h)
 	if err := h.hub.Add(uid, c, h.connected(c)); err != nil {
-		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
+		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", resultLimited
 		if errors.Is(err, hub.ErrUIDFull) {
 			status, msg = http.StatusTooManyRequests, "too many connections for this user"
 		} else if errors.Is(err, hub.ErrClosed) {
-			msg, result = "server shutting down", "unavailable"
+			msg, result = "server shutting down", resultUnavailable
 		}
 		h.met.connects.WithLabelValues(result).Inc()
 		h.log.Info(evRefused, zap.String("uid", uid), zap.Uint64("conn", id), zap.Error(err))
@@ -353,13 +353,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	wsConn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
-		h.met.connects.WithLabelValues("upgrade_failed").Inc()
+		h.met.connects.WithLabelValues(resultUpgradeFailed).Inc()
 		h.log.Info(evRefused, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 		h.hub.Remove(c.uid, c, h.disconnected(c, websocket.CloseAbnormalClosure))
 		c.drain()
 		return
 	}
-	h.met.connects.WithLabelValues("ok").Inc()
+	h.met.connects.WithLabelValues(resultOK).Inc()
 	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), h.remote(r))
 	h.running.Add(1) // finish, which needs ws, says Done
 	if err := setUserTimeout(wsConn.NetConn(), h.cfg.ConfirmTimeout); err != nil {
