@@ -455,7 +455,7 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 // says whether the message's in-flight count is still handle's to drop.
 func (c *Consumer) contain(msg jetstream.Msg, p any, settle bool) {
 	err := msg.NakWithDelay(c.cfg.Backoff[len(c.cfg.Backoff)-1])
-	c.log.Error(evPanic, zap.String("subject", msg.Subject()), zap.Any("panic", p),
+	c.log.Error(evPanic, zap.String("subject", msg.Subject()), zap.String("panic", fmt.Sprint(p)),
 		zap.Stack("stack"), zap.NamedError("nak_error", err))
 	if settle {
 		c.settled()

@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
@@ -79,7 +80,7 @@ func (c *conn) Violated(code int, reason string) {
 func (c *conn) Gone(err error) {
 	var pe *intake.PanicError
 	if errors.As(err, &pe) {
-		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("panic", fmt.Sprint(pe.Value)), zap.ByteString("stack", pe.Stack))
 		c.end(websocket.CloseAbnormalClosure, closePanicText, byServer)
 		return
 	}

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -226,7 +227,7 @@ func (c *conn) writeWork(fb *frameBuf, w work) bool {
 // ends. Writer only.
 func (c *conn) recoverWriter() {
 	if p := recover(); p != nil {
-		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("panic", fmt.Sprint(p)), zap.Stack("stack"))
 		c.end(websocket.CloseAbnormalClosure, closePanicText, byServer)
 	}
 }
