@@ -31,6 +31,13 @@ type job struct {
 	m        hub.Message
 }
 
+// deliveredFields appends push.delivered's fields to fs; with room for
+// six, it allocates nothing.
+func (j *job) deliveredFields(fs []zap.Field, latency time.Duration) []zap.Field {
+	return j.traced(append(fs, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+		zap.Uint64("attempt", j.delivered), logging.Ms("latency_ms", latency)))
+}
+
 // traced appends to fs what follows a replayed message back through its
 // dead letter to its first publish: replay_of, the dead letter's
 // sequence in PUSH_DLQ, and original_seq. A message never dead-lettered
@@ -78,8 +85,7 @@ func (c *Consumer) ack(j *job) {
 	if !c.cfg.QuietDelivered {
 		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
 			fp := c.fields.Get().(*[]zap.Field)
-			fs := j.traced(append((*fp)[:0], zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-				zap.Uint64("attempt", j.delivered), logging.Ms("latency_ms", latency)))
+			fs := j.deliveredFields((*fp)[:0], latency)
 			ce.Write(fs...)
 			clear(fs)
 			*fp = fs
