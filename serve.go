@@ -7,10 +7,13 @@ import (
 	"os"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/server"
+	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws"
 )
 
@@ -20,6 +23,7 @@ type serveFlags struct {
 	nats                                              *natsFlags
 	jwtSecret, jwtPublicKey, jwtIssuer, jwtAudience   *string
 	jwtUIDClaim, jwksURL, allowedOrigins, backoff     *string
+	trustedProxies                                    *string
 	logLevel, nodeName                                *string
 	apiKey, pprofAddr, routing, confirm               *string
 	retention, dlqRetention, ackWait, shutdownTimeout *time.Duration
@@ -45,8 +49,10 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 		jwtUIDClaim:    f.String("jwt-uid-claim", "PUSHER_JWT_UID_CLAIM", "uid", "claim holding the user id (falls back to sub)"),
 		jwksURL:        f.String("jwks-url", "PUSHER_JWKS_URL", "", "identity provider's JWKS URL (https://): its RS256/ES256/EdDSA keys verify client tokens by kid"),
 		allowedOrigins: f.List("allowed-origins", "PUSHER_ALLOWED_ORIGINS", "", "browser origins allowed to connect, * for any; empty: same origin only"),
-		apiKey:         f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
-		pprofAddr:      f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
+		trustedProxies: f.List("trusted-proxies", "PUSHER_TRUSTED_PROXIES", "",
+			"proxies (IPs, CIDRs) whose X-Forwarded-For or Forwarded names the client in the logs; empty: the TCP peer"),
+		apiKey:    f.Secret("api-key", "PUSHER_API_KEY", "bearer key for POST /v1/push and /send; empty disables them"),
+		pprofAddr: f.String("pprof-addr", "PUSHER_PPROF_ADDR", "", "serve net/http/pprof on this (loopback) address; empty: off"),
 		routing: f.String("routing", "PUSHER_ROUTING", "auto",
 			"local (this node's connections only), cluster (any node's, through NATS), or auto: cluster unless NATS is embedded"),
 		confirm: f.String("delivery-confirm", "PUSHER_DELIVERY_CONFIRM", "pong",
@@ -98,6 +104,10 @@ func (c *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, usagef("--delivery-confirm: %w", err)
 	}
+	proxies, err := wire.ParseTrustedProxies(*c.trustedProxies)
+	if err != nil {
+		return server.Config{}, usagef("--trusted-proxies: %w", err)
+	}
 	natsOpts, err := c.nats.options()
 	if err != nil {
 		return server.Config{}, err
@@ -110,7 +120,7 @@ func (c *serveFlags) config() (server.Config, error) {
 			Audience: *c.jwtAudience, UIDClaim: *c.jwtUIDClaim,
 		},
 		JWKS:           auth.JWKSConfig{URL: *c.jwksURL},
-		AllowedOrigins: splitList(*c.allowedOrigins), APIKey: *c.apiKey, PprofAddr: *c.pprofAddr, UIOff: !*c.ui,
+		AllowedOrigins: splitList(*c.allowedOrigins), TrustedProxies: proxies, APIKey: *c.apiKey, PprofAddr: *c.pprofAddr, UIOff: !*c.ui,
 		Routing: routing,
 		Topology: consumer.Topology{
 			Replicas: *c.replicas, Retention: *c.retention, DLQRetention: *c.dlqRetention, DLQMaxPerUID: dlqCap(*c.dlqMaxPerUID),
@@ -140,37 +150,75 @@ func dlqCap(n int) int {
 	return n
 }
 
+// evFailed is serve's last line when it fails.
+const evFailed = "pusher.failed"
+
 // runServe runs one node until ctx ends (SIGINT, SIGTERM), then stops it
-// within the shutdown timeout.
+// within the shutdown timeout. A failure, usage errors included, is
+// returned (exitCode prints it on stderr) and also logged on stdout as
+// pusher.failed, with the node's name when it is known: a log shipper
+// that reads stdout only then shows why a pod crash-loops.
 func runServe(ctx context.Context, env *environ, args []string) error {
 	f, c := newServeFlags(env)
-	if err := f.parse(args); err != nil {
+	cfg, err := c.parse(f, args)
+	if errors.Is(err, errHelp) {
 		return err
 	}
-	if len(f.args()) > 0 {
-		return usagef("serve takes no arguments, got %q", f.args())
-	}
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
-	log, closeLog, err := logging.New(env.stdout, logging.Config{Level: *c.logLevel, BufferSize: 256 << 10})
-	if err != nil {
-		return usageError{err}
+	log, closeLog, lerr := logging.New(env.stdout, logging.Config{Level: *c.logLevel, BufferSize: 256 << 10})
+	if lerr != nil {
+		// The level is the mistake: say so at the default level.
+		log, closeLog, _ = logging.New(env.stdout, logging.Config{})
+		if err == nil {
+			err = usageError{lerr}
+		}
 	}
 	defer func() { _ = closeLog() }()
+	node := cfg.NodeName
+	if node == "" && cfg.HTTPAddr != "" {
+		node = server.DefaultNodeName(cfg.HTTPAddr) // "" for port 0, until it listens
+	}
+	if err == nil {
+		var name string
+		if name, err = serve(ctx, cfg, log, *c.shutdownTimeout); name != "" {
+			node = name
+		}
+	}
+	if err != nil {
+		fields := []zap.Field{zap.Error(err)}
+		if node != "" {
+			fields = append(fields, zap.String("node", node))
+		}
+		log.Error(evFailed, fields...)
+	}
+	return err
+}
 
+// parse reads serve's flags and arguments into the node's Config; what is
+// wrong with them is a usage error, --help is errHelp.
+func (c *serveFlags) parse(f *flagSet, args []string) (server.Config, error) {
+	if err := f.parse(args); err != nil {
+		return server.Config{}, err
+	}
+	if len(f.args()) > 0 {
+		return server.Config{}, usagef("serve takes no arguments, got %q", f.args())
+	}
+	return c.config()
+}
+
+// serve builds the node, runs it until ctx ends and stops it within
+// shutdownTimeout. It returns the node's name, "" if it was not built.
+func serve(ctx context.Context, cfg server.Config, log *zap.Logger, shutdownTimeout time.Duration) (string, error) {
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		var ce *server.ConfigError
 		if errors.As(err, &ce) {
-			return usageError{err}
+			return "", usageError{err}
 		}
-		return err
+		return "", err
 	}
 	runErr := srv.Run(ctx)
-	stopCtx, cancel := context.WithTimeout(context.Background(), *c.shutdownTimeout)
+	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	srv.Close(stopCtx)
-	return runErr
+	return srv.Name(), runErr
 }

@@ -6,7 +6,9 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,17 +34,27 @@ type Config struct {
 	MaxPayload int
 	// PublishTimeout bounds the JetStream publish; default 5s.
 	PublishTimeout time.Duration
+	// TrustedProxies tell the caller's address behind them, for the
+	// logs' remote; zero: the TCP peer.
+	TrustedProxies wire.TrustedProxies
 }
+
+// Log events: one line per request, published or not.
+const (
+	evPublished     = "http.published"
+	evPublishFailed = "http.publish_failed"
+)
 
 // headerRoom is what NATS needs besides the payload for a publish.
 const headerRoom = 1024
 
 // Handler serves POST /v1/push and the demo's /send.
 type Handler struct {
-	js  jetstream.JetStream
-	log *zap.Logger
-	cfg Config
-	key []byte
+	js    jetstream.JetStream
+	log   *zap.Logger
+	cfg   Config
+	key   []byte
+	keyID string // KeyID(key): names the key in the logs, never the key
 }
 
 // New returns the door publishing with js; nc tells the server's max payload.
@@ -59,7 +71,15 @@ func New(js jetstream.JetStream, nc *nats.Conn, log *zap.Logger, cfg Config) (*H
 	if cfg.MaxPayload <= 0 || cfg.PublishTimeout < 0 {
 		return nil, fmt.Errorf("api: max payload %d and publish timeout %s must be positive", cfg.MaxPayload, cfg.PublishTimeout)
 	}
-	return &Handler{js: js, log: log.Named("api"), cfg: cfg, key: []byte(cfg.APIKey)}, nil
+	return &Handler{js: js, log: log.Named("api"), cfg: cfg, key: []byte(cfg.APIKey), keyID: KeyID(cfg.APIKey)}, nil
+}
+
+// KeyID names an API key in the logs without revealing it: the first 8
+// hex digits of its SHA-256. It tells keys apart (after a rotation, say);
+// it cannot be turned back into the key.
+func KeyID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:4])
 }
 
 // pushRequest is the body of POST /v1/push.
@@ -74,7 +94,7 @@ func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, "content type must be application/json")
+		h.fail(w, r, http.StatusUnsupportedMediaType, "", "content type must be application/json", nil)
 		return
 	}
 	// JSON escaping can grow a message up to six times; cap the body so a
@@ -83,15 +103,15 @@ func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "message too large")
+			h.fail(w, r, http.StatusRequestEntityTooLarge, "", "message too large", nil)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "cannot read body")
+		h.fail(w, r, http.StatusBadRequest, "", "cannot read body", err)
 		return
 	}
 	req, err := parsePush(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		h.fail(w, r, http.StatusBadRequest, "", err.Error(), nil)
 		return
 	}
 	h.publish(w, r, req.UID, req.Message)
@@ -123,26 +143,29 @@ func (h *Handler) Send(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "message too large")
+			h.fail(w, r, http.StatusRequestEntityTooLarge, "", "message too large", nil)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "malformed form or query")
+		h.fail(w, r, http.StatusBadRequest, "", "malformed form or query", err)
 		return
 	}
 	if _, ok := r.Form["message"]; !ok {
-		writeError(w, http.StatusBadRequest, "message is required")
+		h.fail(w, r, http.StatusBadRequest, "", "message is required", nil)
 		return
 	}
 	h.publish(w, r, r.Form.Get("uid"), r.Form.Get("message"))
 }
 
+// publish stores message for uid in JetStream, answers 202 with its
+// sequence, and logs http.published.
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message string) {
 	if err := wire.ValidUID(uid); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		// Not logged: a uid that is no uid may be anything, of any size.
+		h.fail(w, r, http.StatusBadRequest, "", err.Error(), nil)
 		return
 	}
 	if len(message) > h.cfg.MaxPayload {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", h.cfg.MaxPayload))
+		h.fail(w, r, http.StatusRequestEntityTooLarge, uid, fmt.Sprintf("message larger than %d bytes", h.cfg.MaxPayload), nil)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
@@ -153,11 +176,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message s
 	}
 	ack, err := h.js.Publish(ctx, wire.PushSubject(uid), []byte(message), opts...)
 	if err != nil {
-		h.log.Warn("api.publish_failed", zap.String("uid", uid), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "could not store the message; retry")
+		h.fail(w, r, http.StatusServiceUnavailable, uid, "could not store the message; retry", err)
 		return
 	}
-	h.log.Debug("api.published", zap.String("uid", uid), zap.Uint64("seq", ack.Sequence))
+	h.log.Info(evPublished, zap.String("uid", uid), zap.Uint64("seq", ack.Sequence), zap.Bool("duplicate", ack.Duplicate),
+		h.remote(r), zap.String("key_id", h.keyID))
 	writeJSON(w, http.StatusAccepted, struct {
 		Seq       uint64 `json:"seq"`
 		Duplicate bool   `json:"duplicate,omitempty"`
@@ -165,15 +188,50 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message s
 }
 
 // authorized checks the bearer API key in constant time and answers 401
-// itself when it is wrong.
+// itself when it is wrong. That line has no key_id: a wrong key may be a
+// near miss of the right one, or another secret pasted by mistake, and
+// even a digest of it does not belong in the logs.
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if ok && subtle.ConstantTimeCompare([]byte(got), h.key) == 1 {
 		return true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="pusher"`)
-	writeError(w, http.StatusUnauthorized, "missing or wrong API key")
+	const msg = "missing or wrong API key"
+	writeError(w, http.StatusUnauthorized, msg)
+	h.log.Info(evPublishFailed, zap.Int("status", http.StatusUnauthorized), zap.String("reason", msg), h.remote(r))
 	return false
+}
+
+// fail answers status with msg (a JSON error) and logs
+// http.publish_failed: the status, msg as reason, uid when it is known to
+// be valid, the caller's remote and key_id, and err when there is a
+// detail the caller is not told. The caller's mistakes are info; the
+// door's own trouble (5xx) is a warning.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, uid, msg string, err error) {
+	writeError(w, status, msg)
+	level := zap.InfoLevel
+	if status >= http.StatusInternalServerError {
+		level = zap.WarnLevel
+	}
+	ce := h.log.Check(level, evPublishFailed)
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{zap.Int("status", status), zap.String("reason", msg), h.remote(r), zap.String("key_id", h.keyID)}
+	if uid != "" {
+		fields = append(fields, zap.String("uid", uid))
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	ce.Write(fields...)
+}
+
+// remote is the log field naming the caller's address: the TCP peer, or
+// what trusted proxies say of the client behind them.
+func (h *Handler) remote(r *http.Request) zap.Field {
+	return zap.String("remote", h.cfg.TrustedProxies.ClientAddr(r.RemoteAddr, r.Header))
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -190,7 +190,7 @@ func New(js jetstream.JetStream, router Router, log *zap.Logger, cfg Config) (*C
 		recreate:    make(chan struct{}, 1),
 		workersDone: make(chan struct{}),
 	}
-	c.fields.New = func() any { s := make([]zap.Field, 0, 4); return &s }
+	c.fields.New = func() any { s := make([]zap.Field, 0, 6); return &s } // push.delivered's, replay_of and original_seq included
 	return c, nil
 }
 
@@ -419,6 +419,7 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 	j.m.Seq, j.m.Published, j.m.ID = origin(h, j.seq, j.published)
 	if len(h) > 0 {
 		j.policy = c.policyOf(j, h)
+		j.replayOf = replayOf(h)
 	}
 	if j.policy.Expired(j.m.Published, time.Now()) {
 		handedOff = true
@@ -454,7 +455,7 @@ func (c *Consumer) handle(msg jetstream.Msg) {
 // says whether the message's in-flight count is still handle's to drop.
 func (c *Consumer) contain(msg jetstream.Msg, p any, settle bool) {
 	err := msg.NakWithDelay(c.cfg.Backoff[len(c.cfg.Backoff)-1])
-	c.log.Error(evPanic, zap.String("subject", msg.Subject()), zap.Any("panic", p),
+	c.log.Error(evPanic, zap.String("subject", msg.Subject()), zap.String("panic", fmt.Sprint(p)),
 		zap.Stack("stack"), zap.NamedError("nak_error", err))
 	if settle {
 		c.settled()

@@ -157,6 +157,21 @@ func deadLetterMsg(l letter, now time.Time) *nats.Msg {
 	return &nats.Msg{Subject: wire.DLQSubject(l.uid), Header: out, Data: l.data}
 }
 
+// replayOf is the PUSH_DLQ sequence a replayed message carries
+// (HeaderReplayOf), or 0 for a message that is no replay, or whose header
+// is malformed.
+func replayOf(h nats.Header) uint64 {
+	v := h.Get(wire.HeaderReplayOf)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // origin is the message as first published: for a replay (it carries
 // HeaderOriginalSeq) what its headers recorded, else this copy's own
 // sequence, publish time and Nats-Msg-Id. A malformed header is ignored:

@@ -217,11 +217,13 @@ func (r *Replayer) replay(ctx context.Context, job replayJob) {
 }
 
 // expired accounts for a dead letter dropped at replay, past its TTL,
-// as the consumer accounts for one dropped at delivery.
+// as the consumer accounts for one dropped at delivery. No copy of it is
+// in PUSH, so the line has no seq: dlq_seq names the dead letter and
+// original_seq the message, as on the lines of a replayed message.
 func (r *Replayer) expired(dl DeadLetter) {
 	r.expiredTotal.Inc()
-	r.log.Info(evDropped, zap.String("uid", dl.UID), zap.Uint64("seq", dl.OriginalSeq),
-		zap.String("reason", wire.ReasonExpired), zap.Uint64("dlq_seq", dl.Seq))
+	r.log.Info(evDropped, zap.String("uid", dl.UID), zap.Uint64("dlq_seq", dl.Seq),
+		zap.Uint64("original_seq", dl.OriginalSeq), zap.String("reason", wire.ReasonExpired))
 }
 
 // retryLater tries uid's replay again after RetryDelay if uid is still

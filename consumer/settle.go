@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/wire"
 )
 
@@ -21,9 +22,31 @@ type job struct {
 	seq       uint64
 	delivered uint64
 	published time.Time
-	policy    wire.Policy
-	err       error // set before the job is sent to failures
-	m         hub.Message
+	// replayOf is the dead letter's sequence in PUSH_DLQ when this
+	// message is its replay (HeaderReplayOf), else 0; m.Seq is then the
+	// message's first sequence in PUSH.
+	replayOf uint64
+	policy   wire.Policy
+	err      error // set before the job is sent to failures
+	m        hub.Message
+}
+
+// deliveredFields appends push.delivered's fields to fs; with room for
+// six, it allocates nothing.
+func (j *job) deliveredFields(fs []zap.Field, latency time.Duration) []zap.Field {
+	return j.traced(append(fs, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+		zap.Uint64("attempt", j.delivered), logging.Ms("latency_ms", latency)))
+}
+
+// traced appends to fs what follows a replayed message back through its
+// dead letter to its first publish: replay_of, the dead letter's
+// sequence in PUSH_DLQ, and original_seq. A message never dead-lettered
+// gets nothing.
+func (j *job) traced(fs []zap.Field) []zap.Field {
+	if j.replayOf == 0 {
+		return fs
+	}
+	return append(fs, zap.Uint64("replay_of", j.replayOf), zap.Uint64("original_seq", j.m.Seq))
 }
 
 // Report is called once per routed message by the Router, from a
@@ -62,8 +85,7 @@ func (c *Consumer) ack(j *job) {
 	if !c.cfg.QuietDelivered {
 		if ce := c.log.Check(zap.InfoLevel, evDelivered); ce != nil {
 			fp := c.fields.Get().(*[]zap.Field)
-			fs := append((*fp)[:0], zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-				zap.Uint64("attempt", j.delivered), zap.Duration("latency", latency))
+			fs := j.deliveredFields((*fp)[:0], latency)
 			ce.Write(fs...)
 			clear(fs)
 			*fp = fs
@@ -120,9 +142,9 @@ func (c *Consumer) retryOrDeadLetter(j *job) {
 		err = j.msg.Nak()
 	}
 	c.met.retried[reason].Inc()
-	c.log.Info(evRetry, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+	c.log.Info(evRetry, j.traced([]zap.Field{zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
 		zap.Uint64("attempt", j.delivered), zap.String("reason", reason),
-		zap.Duration("delay", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err))
+		logging.Ms("delay_ms", delay), zap.NamedError("cause", j.err), zap.NamedError("nak_error", err)})...)
 	c.settled()
 }
 
@@ -170,8 +192,8 @@ func (c *Consumer) deadLetterFailed(j *job, reason string, err error) {
 	}
 	nerr := j.msg.NakWithDelay(c.cfg.Backoff[0])
 	c.met.retried[wire.ReasonDeadLetterFailed].Inc()
-	c.log.Error(evDLQFailed, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-		zap.String("reason", reason), zap.Error(err), zap.NamedError("nak_error", nerr))
+	c.log.Error(evDLQFailed, j.traced([]zap.Field{zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+		zap.String("reason", reason), zap.Error(err), zap.NamedError("nak_error", nerr)})...)
 	c.settled()
 }
 
@@ -182,8 +204,8 @@ func (c *Consumer) deadLetterWorker(ctx context.Context) {
 		select {
 		case p := <-c.dlqAcks:
 			select {
-			case <-p.fut.Ok():
-				c.deadLettered(p)
+			case ack := <-p.fut.Ok():
+				c.deadLettered(p, ack.Sequence)
 			case err := <-p.fut.Err():
 				c.deadLetterFailed(p.j, p.reason, err)
 			case <-ctx.Done():
@@ -195,12 +217,19 @@ func (c *Consumer) deadLetterWorker(ctx context.Context) {
 	}
 }
 
-func (c *Consumer) deadLettered(p pendingDeadLetter) {
+// deadLettered settles a message whose dead letter PUSH_DLQ stored at
+// dlqSeq: the original is terminated, and the line links the two
+// sequences (and names the subject of one that named no uid).
+func (c *Consumer) deadLettered(p pendingDeadLetter, dlqSeq uint64) {
 	j := p.j
 	err := j.msg.Term()
 	c.met.deadLettered[p.reason].Inc()
-	c.log.Info(evDeadLettered, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-		zap.String("reason", p.reason), zap.Uint64("attempt", j.delivered), zap.NamedError("term_error", err))
+	fields := []zap.Field{zap.String("uid", j.uid), zap.Uint64("seq", j.seq), zap.Uint64("dlq_seq", dlqSeq),
+		zap.String("reason", p.reason), zap.Uint64("attempt", j.delivered), zap.NamedError("term_error", err)}
+	if p.reason == wire.ReasonBadSubject {
+		fields = append(fields, zap.String("subject", j.msg.Subject()))
+	}
+	c.log.Info(evDeadLettered, j.traced(fields)...)
 	// A connect that raced this dead-lettering may have looked at the DLQ
 	// before the copy was stored. The copy is stored now: the router has
 	// whichever node holds the user replay it.
@@ -227,8 +256,8 @@ func (c *Consumer) offline(j *job) {
 func (c *Consumer) drop(j *job, reason string) {
 	err := j.msg.Ack()
 	c.met.dropped[reason].Inc()
-	c.log.Info(evDropped, zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
-		zap.String("reason", reason), zap.Uint64("attempt", j.delivered), zap.NamedError("ack_error", err))
+	c.log.Info(evDropped, j.traced([]zap.Field{zap.String("uid", j.uid), zap.Uint64("seq", j.seq),
+		zap.String("reason", reason), zap.Uint64("attempt", j.delivered), zap.NamedError("ack_error", err)})...)
 	c.settled()
 }
 

@@ -9,10 +9,12 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Config tunes the embedded server. Zero values mean the documented default.
@@ -141,19 +143,87 @@ func (s *Server) unlock() {
 	}
 }
 
-// zapLogger adapts zap to nats-server's logger. Every line becomes the stable
-// event "nats.server" with the server's own text in "detail"; server lines
-// are lifecycle events, rare enough that formatting them is fine. Notices
-// (the banner, listen lines) go to debug: pusher.ready names the addresses.
+// zapLogger adapts zap to nats-server's logger. Every line becomes the
+// stable event "nats.server" at the server's own level (a notice is info,
+// a fatal error is error, debug and trace are debug), with the server's
+// text in "detail"; what the server puts in front of a connection's lines
+// becomes fields (see serverLine). Server lines are rare (start, stop,
+// trouble), so formatting them is fine.
 type zapLogger struct{ l *zap.Logger }
 
 const eventServer = "nats.server"
 
-func detail(format string, v []any) zap.Field { return zap.String("detail", fmt.Sprintf(format, v...)) }
+func (z zapLogger) log(level zapcore.Level, format string, v []any) {
+	if ce := z.l.Check(level, eventServer); ce != nil {
+		ce.Write(serverLine(fmt.Sprintf(format, v...))...)
+	}
+}
 
-func (z zapLogger) Noticef(format string, v ...any) { z.l.Debug(eventServer, detail(format, v)) }
-func (z zapLogger) Warnf(format string, v ...any)   { z.l.Warn(eventServer, detail(format, v)) }
-func (z zapLogger) Fatalf(format string, v ...any)  { z.l.Error(eventServer, detail(format, v)) }
-func (z zapLogger) Errorf(format string, v ...any)  { z.l.Error(eventServer, detail(format, v)) }
-func (z zapLogger) Debugf(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
-func (z zapLogger) Tracef(format string, v ...any)  { z.l.Debug(eventServer, detail(format, v)) }
+func (z zapLogger) Noticef(format string, v ...any) { z.log(zapcore.InfoLevel, format, v) }
+func (z zapLogger) Warnf(format string, v ...any)   { z.log(zapcore.WarnLevel, format, v) }
+func (z zapLogger) Fatalf(format string, v ...any)  { z.log(zapcore.ErrorLevel, format, v) }
+func (z zapLogger) Errorf(format string, v ...any)  { z.log(zapcore.ErrorLevel, format, v) }
+func (z zapLogger) Debugf(format string, v ...any)  { z.log(zapcore.DebugLevel, format, v) }
+func (z zapLogger) Tracef(format string, v ...any)  { z.log(zapcore.DebugLevel, format, v) }
+
+// serverLine splits a nats-server line into fields. A connection's lines
+// start with what the server knows of it, " - "-separated:
+//
+//	127.0.0.1:52866 - cid:5 - "v1.55.0:go:pusher" - Client parser ERROR, ...
+//	JETSTREAM - ...
+//
+// nats_peer is the connection's remote address, nats_conn the server's id
+// for it (cid:5 for a client, rid, gid, lid for a route, gateway or leaf
+// node; SYSTEM, JETSTREAM or ACCOUNT for the server's internal clients),
+// nats_client the client's version, language and name once it connected,
+// nats_account its account and user when the server has one; the rest
+// is detail. A line without that prefix is all detail.
+func serverLine(line string) []zap.Field {
+	for _, internal := range []string{"SYSTEM", "JETSTREAM", "ACCOUNT"} {
+		if rest, ok := strings.CutPrefix(line, internal+" - "); ok {
+			return []zap.Field{zap.String("nats_conn", internal), zap.String("detail", rest)}
+		}
+	}
+	peer, rest, ok := strings.Cut(line, " - ")
+	if !ok || strings.ContainsRune(peer, ' ') {
+		return []zap.Field{zap.String("detail", line)}
+	}
+	id, rest, ok := strings.Cut(rest, " - ")
+	if !ok || !isConnID(id) {
+		return []zap.Field{zap.String("detail", line)}
+	}
+	fields := []zap.Field{zap.String("nats_peer", peer), zap.String("nats_conn", id)}
+	for _, key := range []string{"nats_client", "nats_account"} {
+		quoted, err := strconv.QuotedPrefix(rest)
+		if err != nil {
+			break
+		}
+		after, ok := strings.CutPrefix(rest[len(quoted):], " - ")
+		if !ok {
+			break
+		}
+		s, _ := strconv.Unquote(quoted) // QuotedPrefix checked it
+		fields, rest = append(fields, zap.String(key, s)), after
+	}
+	return append(fields, zap.String("detail", rest))
+}
+
+// isConnID reports whether s is how nats-server names a connection: a
+// kind (cid, wid, mid, mid_ws, rid, gid, lid, lid_ws), a colon, a number.
+func isConnID(s string) bool {
+	kind, n, ok := strings.Cut(s, ":")
+	if !ok || n == "" {
+		return false
+	}
+	switch kind {
+	case "cid", "wid", "mid", "mid_ws", "rid", "gid", "lid", "lid_ws":
+	default:
+		return false
+	}
+	for _, r := range n {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -15,10 +15,21 @@ import (
 // for the first fetch, whose failure auth leaves to its caller.
 const evJWKSFailed = "auth.jwks_failed"
 
+// checkKeys refuses, before anything is built, a node that would verify
+// client tokens with the public development secret on an external NATS
+// (shared by other machines, so not one developer's).
+func (s *Server) checkKeys() error {
+	if len(s.cfg.Auth.HMACSecret) == 0 && len(s.cfg.Auth.PublicKeyPEM) == 0 && s.cfg.JWKS.URL == "" && !s.cfg.embedded() {
+		return configErr(errors.New("set JWT_SECRET, PUSHER_JWT_PUBLIC_KEY or PUSHER_JWKS_URL to verify client tokens"))
+	}
+	return nil
+}
+
 // verifier builds the token verifier from the configured keys, falling
 // back to the public development secret only where that is safe: with
-// the embedded NATS, which means one developer's machine. A JWKS counts
-// as a key; it is built here, without I/O, and fetched by startJWKS.
+// the embedded NATS, which means one developer's machine (checkKeys). A
+// JWKS counts as a key; it is built here, without I/O, and fetched by
+// startJWKS.
 func (s *Server) verifier() (*auth.Verifier, error) {
 	cfg := s.cfg.Auth
 	if s.cfg.JWKS.URL != "" {
@@ -29,9 +40,6 @@ func (s *Server) verifier() (*auth.Verifier, error) {
 		s.jwks, cfg.JWKS = j, j
 	}
 	if len(cfg.HMACSecret) == 0 && len(cfg.PublicKeyPEM) == 0 && cfg.JWKS == nil {
-		if !s.cfg.embedded() {
-			return nil, configErr(errors.New("set JWT_SECRET, PUSHER_JWT_PUBLIC_KEY or PUSHER_JWKS_URL to verify client tokens"))
-		}
 		cfg.HMACSecret = []byte(auth.DevSecret)
 		s.log.Warn(evDevSecret, zap.String("detail",
 			"JWT_SECRET is not set: tokens are verified with the public development secret; anyone can mint them. Set JWT_SECRET, PUSHER_JWT_PUBLIC_KEY or PUSHER_JWKS_URL before exposing pusher."))

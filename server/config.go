@@ -9,6 +9,7 @@ import (
 
 	"github.com/pusher-io/pusher/auth"
 	"github.com/pusher-io/pusher/consumer"
+	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws"
 )
 
@@ -43,6 +44,10 @@ type Config struct {
 	// AllowedOrigins lists browser origins allowed on /ws; "*" allows any;
 	// empty allows same-origin only.
 	AllowedOrigins []string
+	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
+	// names the client in the logs' remote (WebSocket and HTTP publish
+	// lines); zero: the TCP peer is the client.
+	TrustedProxies wire.TrustedProxies
 	// APIKey enables POST /v1/push and /send for callers presenting it.
 	APIKey string
 	// PprofAddr serves net/http/pprof on this loopback address; empty: off.

@@ -54,8 +54,15 @@ func newLogger(sink io.Writer) *zap.Logger {
 // startNode builds and runs a node; it is closed in t.Cleanup.
 func startNode(t testing.TB, cfg server.Config) *node {
 	t.Helper()
+	return startNodeLogging(t, cfg, newLogger)
+}
+
+// startNodeLogging is startNode with the node's logger made by logger,
+// writing to the node's logs.
+func startNodeLogging(t testing.TB, cfg server.Config, logger func(io.Writer) *zap.Logger) *node {
+	t.Helper()
 	n := &node{logs: harness.NewLog(), run: make(chan error, 1)}
-	s, err := server.New(context.Background(), cfg, newLogger(n.logs))
+	s, err := server.New(context.Background(), cfg, logger(n.logs))
 	if err != nil {
 		t.Fatalf("server.New: %v\n%s", err, n.logs)
 	}

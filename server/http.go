@@ -2,7 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"log"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,9 +38,23 @@ func (s *Server) buildHTTP(reg *prometheus.Registry) error {
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10, // a token is at most 8 KiB
-		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+		ErrorLog:          log.New(httpErrorLog{s.log.Named("http")}, "", 0),
 	}
 	return nil
+}
+
+// evHTTPError is net/http's own trouble: a TLS handshake or accept
+// error, a panic in a handler.
+const evHTTPError = "http.error"
+
+// httpErrorLog is the http.Server's ErrorLog: each of its lines becomes
+// the event http.error with net/http's text in detail, so that msg stays
+// a stable event name.
+type httpErrorLog struct{ l *zap.Logger }
+
+func (w httpErrorLog) Write(p []byte) (int, error) {
+	w.l.Warn(evHTTPError, zap.String("detail", strings.TrimSpace(string(p))))
+	return len(p), nil
 }
 
 // routeDoors mounts the HTTP publishing doors, or, with no API key, a 404
@@ -52,7 +68,7 @@ func (s *Server) routeDoors(mux *http.ServeMux) error {
 		mux.HandleFunc("/send", disabled)
 		return nil
 	}
-	door, err := api.New(s.nats.js, s.nats.main, s.log, api.Config{APIKey: s.cfg.APIKey})
+	door, err := api.New(s.nats.js, s.nats.main, s.log, api.Config{APIKey: s.cfg.APIKey, TrustedProxies: s.cfg.TrustedProxies})
 	if err != nil {
 		return configErr(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -127,9 +128,17 @@ func TestMetrics(t *testing.T) {
 	read(t, c, 5*time.Second)
 	publish(t, js, "push.nobody", []byte("dead"))
 	n.logs.Wait(t, 5*time.Second, "push.deadlettered", map[string]any{"uid": "nobody"})
+	b := server.ReadBuild()
+	if b.GoVersion != runtime.Version() || b.Version == "" || b.Revision == "" {
+		t.Fatalf("build %+v: want this Go's version and no empty label", b)
+	}
 	want := []string{
 		"pusher_connections 1",
 		`pusher_connects_total{result="ok"} 1`,
+		// Every result's series exists from the start.
+		`pusher_connects_total{result="unauthorized"} 0`,
+		`pusher_connects_total{result="upgrade_failed"} 0`,
+		fmt.Sprintf(`pusher_build_info{goversion=%q,revision=%q,version=%q} 1`, b.GoVersion, b.Revision, b.Version),
 		`pusher_messages_total{outcome="delivered",reason=""} 1`,
 		`pusher_messages_total{outcome="deadlettered",reason="offline"} 1`,
 		"pusher_delivery_latency_seconds_count 1",

@@ -11,17 +11,19 @@ import (
 	"github.com/pusher-io/pusher/hub"
 )
 
-// registerGauges adds the gauges read at scrape time, and the Go runtime
+// registerGauges adds the gauges read at scrape time, pusher_build_info,
+// and the Go runtime
 // and process collectors (the process one includes the embedded NATS,
 // which runs in this process). The counters and histograms are
 // registered by the packages that own them.
-func registerGauges(reg *prometheus.Registry, h *hub.Hub, cons *consumer.Consumer, nc *nats.Conn) error {
+func registerGauges(reg *prometheus.Registry, b Build, h *hub.Hub, cons *consumer.Consumer, nc *nats.Conn) error {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfoGauge(b),
 		gauge("pusher_connections", "Live WebSocket connections on this node.",
 			func() float64 { return float64(h.Len()) }),
 		gauge("pusher_inflight_messages", "Messages pulled by this node and not yet acked, nacked or dead-lettered.",

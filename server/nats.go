@@ -84,11 +84,11 @@ func (s *Server) dial(natsURL, name string, closed chan struct{}, extra ...nats.
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			// A nil error is our own drain or close at shutdown, not trouble.
 			if err != nil {
-				nlog.Warn(evNATSDown, zap.String("conn", name), zap.Error(err))
+				nlog.Warn(evNATSDown, zap.String("nats_conn", name), zap.Error(err))
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			nlog.Warn(evNATSUp, zap.String("conn", name), zap.String("server", nc.ConnectedUrlRedacted()))
+			nlog.Warn(evNATSUp, zap.String("nats_conn", name), zap.String("server", nc.ConnectedUrlRedacted()))
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -96,7 +96,7 @@ func (s *Server) dial(natsURL, name string, closed chan struct{}, extra ...nats.
 			if sub != nil {
 				subj = sub.Subject
 			}
-			nlog.Warn(evNATSError, zap.String("conn", name), zap.String("subject", subj), zap.Error(err))
+			nlog.Warn(evNATSError, zap.String("nats_conn", name), zap.String("subject", subj), zap.Error(err))
 		}),
 	)
 	opts = append(opts, extra...)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/pusher-io/pusher/cluster"
 	"github.com/pusher-io/pusher/consumer"
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/natsserver"
 	"github.com/pusher-io/pusher/presence"
 	"github.com/pusher-io/pusher/wire"
@@ -54,8 +54,9 @@ const failedStartTimeout = 10 * time.Second
 // Run serves HTTP until its context ends; Close stops everything in the
 // contract's order. Close may be called without Run, and more than once.
 type Server struct {
-	cfg Config
-	log *zap.Logger
+	cfg    Config
+	log    *zap.Logger // with the node's name once the listener exists
+	binary Build       // what pusher.ready and pusher_build_info name
 
 	// Built by New in this order, closed by Close in about the reverse.
 	ln       net.Listener
@@ -87,12 +88,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, served: make(chan struct{})}
-	if cfg.ackWaitShort() {
-		log.Warn(evAckWait, zap.Duration("ack_wait", cfg.Topology.AckWait), zap.Duration("write_deadline", writeWait),
-			zap.Duration("confirm_timeout", cfg.ConfirmTimeout), zap.String("detail",
-				"JetStream will redeliver messages still awaiting their confirmation: expect duplicates; raise PUSHER_ACK_WAIT"))
-	}
+	s := &Server{cfg: cfg, log: log, served: make(chan struct{}), binary: ReadBuild()}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := s.build(ctx); err != nil {
@@ -105,13 +101,25 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 }
 
 // build does New's work; teardown undoes whatever part of it succeeded.
+// Nothing is logged before the listener exists: from then on the node
+// has its name, and every line carries it.
 func (s *Server) build(ctx context.Context) error {
-	verifier, err := s.verifier() // configuration only: before any I/O
-	if err != nil {
+	if err := s.checkKeys(); err != nil { // configuration only: before any I/O
 		return err
 	}
+	var err error
 	if s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.nameNode()
+	if s.cfg.ackWaitShort() {
+		s.log.Warn(evAckWait, logging.Ms("ack_wait_ms", s.cfg.Topology.AckWait), logging.Ms("write_deadline_ms", writeWait),
+			logging.Ms("confirm_timeout_ms", s.cfg.ConfirmTimeout), zap.String("detail",
+				"JetStream will redeliver messages still awaiting their confirmation: expect duplicates; raise PUSHER_ACK_WAIT"))
+	}
+	verifier, err := s.verifier()
+	if err != nil {
+		return err
 	}
 	if s.cfg.PprofAddr != "" {
 		if s.pprof, err = listenPprof(s.cfg.PprofAddr, s.log); err != nil {
@@ -125,14 +133,11 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	if s.cfg.NodeName == "" {
-		s.cfg.NodeName = defaultNodeName(s.ln.Addr())
-	}
 	if err := s.buildDelivery(ctx, reg); err != nil {
 		return err
 	}
 	wsCfg := ws.Config{
-		AllowedOrigins: s.cfg.AllowedOrigins, SendQueue: s.cfg.SendQueue, Registerer: reg,
+		AllowedOrigins: s.cfg.AllowedOrigins, TrustedProxies: s.cfg.TrustedProxies, SendQueue: s.cfg.SendQueue, Registerer: reg,
 		WriteWait: writeWait, Confirm: s.cfg.Confirm, ConfirmTimeout: s.cfg.ConfirmTimeout,
 		MaxHandshakes: s.cfg.MaxHandshakes,
 	}
@@ -149,7 +154,7 @@ func (s *Server) build(ctx context.Context) error {
 	if s.ws, err = ws.NewHandler(s.hub, verifier, s.log, wsCfg); err != nil {
 		return configErr(err)
 	}
-	if err := registerGauges(reg, s.hub, s.cons, s.nats.js.Conn()); err != nil {
+	if err := registerGauges(reg, s.binary, s.hub, s.cons, s.nats.js.Conn()); err != nil {
 		return err
 	}
 	if err := registerJWKSMetrics(reg, s.jwks); err != nil {
@@ -204,18 +209,39 @@ func (s *Server) buildDelivery(ctx context.Context, reg prometheus.Registerer) e
 	return nil
 }
 
-// defaultNodeName is the host name and the HTTP port: unique per node
-// even with several on one host, and what an operator recognises.
-func defaultNodeName(addr net.Addr) string {
+// nameNode names the node after its listener unless Config named it, and
+// puts the name on the node's logger, so that every line from here on,
+// the subsystems' included, says which node wrote it.
+func (s *Server) nameNode() {
+	if s.cfg.NodeName == "" {
+		s.cfg.NodeName = DefaultNodeName(s.ln.Addr().String())
+	}
+	s.log = s.log.With(zap.String("node", s.cfg.NodeName))
+}
+
+// DefaultNodeName is the name of a node listening on httpAddr whose
+// Config.NodeName is empty: the host name and the HTTP port, unique per
+// node even with several on one host, and what an operator recognises.
+// It is "" while the port is still to be picked (port 0): the node then
+// takes its name from the listener.
+func DefaultNodeName(httpAddr string) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "pusher"
 	}
-	if ta, ok := addr.(*net.TCPAddr); ok {
-		return host + ":" + strconv.Itoa(ta.Port)
+	_, port, err := net.SplitHostPort(httpAddr)
+	switch {
+	case err != nil || port == "":
+		return host
+	case port == "0":
+		return ""
 	}
-	return host
+	return host + ":" + port
 }
+
+// Name is the node's name: Config.NodeName, or DefaultNodeName of its
+// listener. Every line the node logs carries it as node.
+func (s *Server) Name() string { return s.cfg.NodeName }
 
 // Addr is the address HTTP and WebSocket clients reach this node on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
@@ -236,7 +262,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("server: Run called twice")
 	}
 	go func() { s.serveErr = s.http.Serve(s.ln); close(s.served) }()
-	s.log.Info(evReady, zap.String("http_addr", s.Addr().String()), zap.String("nats_url", redactURL(s.NATSURL())),
+	s.log.Info(evReady, zap.String("version", s.binary.Version), zap.String("revision", s.binary.Revision),
+		zap.String("http_addr", s.Addr().String()), zap.String("nats_url", redactURL(s.NATSURL())),
 		zap.Bool("embedded_nats", s.cfg.embedded()), zap.Bool("cluster_routing", s.cfg.Routing == RoutingCluster))
 	select {
 	case <-ctx.Done():
@@ -265,7 +292,7 @@ func (s *Server) shutdown(ctx context.Context) {
 	if deadline, ok := ctx.Deadline(); ok {
 		budget = time.Until(deadline)
 	}
-	s.log.Info(evStopping, zap.Duration("timeout", budget))
+	s.log.Info(evStopping, logging.Ms("timeout_ms", budget))
 	incomplete := func(step string, err error) {
 		if err != nil {
 			s.log.Warn(evIncomplete, zap.String("step", step), zap.Error(err))
@@ -290,7 +317,7 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	incomplete("connections", s.ws.Wait(ctx))
 	s.teardown(ctx)
-	s.log.Info(evStopped, zap.Duration("took", time.Since(start)))
+	s.log.Info(evStopped, logging.Ms("duration_ms", time.Since(start)))
 }
 
 // teardown closes, in order, whatever of the node exists, after the

@@ -350,5 +350,5 @@ func TestShortAckWaitIsWarnedAbout(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Topology.AckWait = 15 * time.Second
 	n := startNode(t, cfg)
-	n.logs.Wait(t, time.Second, "config.ack_wait_short", map[string]any{"ack_wait": 15})
+	n.logs.Wait(t, time.Second, "config.ack_wait_short", map[string]any{"ack_wait_ms": 15000})
 }

@@ -37,7 +37,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	h.handshakes.Add(-1)
-	h.met.connects.WithLabelValues("busy").Inc()
+	h.met.connects.WithLabelValues(resultBusy).Inc()
 	secs := strconv.Itoa(int(busyRetryAfter / time.Second))
 	if !asksFor(r, Subprotocol) {
 		w.Header().Set("Retry-After", secs)

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pusher-io/pusher/hub"
+	"github.com/pusher-io/pusher/logging"
 	"github.com/pusher-io/pusher/wire"
 	"github.com/pusher-io/pusher/ws/internal/intake"
 )
@@ -77,8 +78,9 @@ type conn struct {
 	// writer takes its work under it and writes without it.
 	mu      sync.Mutex
 	state   connState
-	writing bool // a writer goroutine owns the writes; cleared when it finds no work
-	pingDue bool // the timer asks for a ping
+	writing bool   // a writer goroutine owns the writes; cleared when it finds no work
+	pingDue bool   // the timer asks for a ping
+	endBy   closer // with endCode: who ended the connection (here, it fits the padding)
 
 	// queue is a slice, not a channel, so an idle connection holds no
 	// buffer and a burst of up to SendQueue messages is absorbed without
@@ -118,8 +120,38 @@ const (
 )
 
 // closeLostText is the log's reason for a connection that ended without
-// a close handshake, with 1006 (a code never sent, RFC 6455 7.4.1).
-const closeLostText = "connection lost"
+// a close handshake, with 1006 (a code never sent, RFC 6455 7.4.1):
+// the client hung up or the socket failed. closeSilentText is the
+// reason when pusher cut it because the client sent nothing for PongWait,
+// closePanicText when a panic (a bug) ended it.
+const (
+	closeLostText   = "connection lost"
+	closeSilentText = "client silent"
+	closePanicText  = "internal error"
+)
+
+// closer is who ended a connection, for ws.closed's by. The side that
+// decided the close is its closer, whoever was at fault: a protocol
+// violation is the client's fault, but pusher closes the connection, so
+// it is byServer (its code, 1002, 1007, 1008 or 1009, says why).
+type closer uint8
+
+const (
+	// byServer: pusher decided: a kick (4001), a slow client (4002), the
+	// token's expiry (4003), unconfirmed frames (4004), shutdown (1001),
+	// a protocol violation, the client's silence for PongWait, a panic.
+	byServer closer = iota
+	// byClient: the client's close frame, or its connection broke under
+	// us (end of stream, a reset, a failed write).
+	byClient
+)
+
+func (b closer) String() string {
+	if b == byClient {
+		return "client"
+	}
+	return "server"
+}
 
 func newConn(id uint64, uid string, h *Handler) *conn {
 	return &conn{id: id, uid: uid, h: h}
@@ -156,45 +188,46 @@ func (c *conn) Close(code int, reason string) {
 
 // closeLocked is Close with c.mu held.
 func (c *conn) closeLocked(code int, reason string) {
-	c.noteEndLocked(code, reason)
+	c.noteEndLocked(code, reason, byServer)
 	if c.state == stateOpen {
 		c.queueCloseLocked(stateClosing, websocket.FormatCloseMessage(code, reason))
 	}
 }
 
-// noteEndLocked records why the connection ends unless that is decided.
-func (c *conn) noteEndLocked(code int, reason string) {
+// noteEndLocked records why the connection ends, and who ended it,
+// unless that is decided.
+func (c *conn) noteEndLocked(code int, reason string, by closer) {
 	if c.endCode == 0 {
-		c.endCode, c.endReason = code, reason
+		c.endCode, c.endReason, c.endBy = code, reason, by
 	}
 }
 
-// end ends the connection: → dead, with code and reason as the cause
+// end ends the connection: → dead, with code, reason and by as the cause
 // unless one was decided before. It stops the timer and has Handler.finish
 // tear the connection down, once, on a goroutine of its own; it never
 // blocks, so the reader, a writer and the timer call it.
-func (c *conn) end(code int, reason string) {
+func (c *conn) end(code int, reason string, by closer) {
 	c.mu.Lock()
-	c.endLocked(code, reason)
+	c.endLocked(code, reason, by)
 	c.mu.Unlock()
 }
 
 // endLocked is end with c.mu held.
-func (c *conn) endLocked(code int, reason string) {
+func (c *conn) endLocked(code int, reason string, by closer) {
 	if c.state == stateDead {
 		return
 	}
-	c.noteEndLocked(code, reason)
+	c.noteEndLocked(code, reason, by)
 	c.state = stateDead
 	c.timer.Stop()
 	go c.h.finish(c)
 }
 
-// endStatus is how the connection ended, for the log.
-func (c *conn) endStatus() (int, string) {
+// endStatus is how the connection ended, and who ended it, for the log.
+func (c *conn) endStatus() (int, string, closer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.endCode, c.endReason
+	return c.endCode, c.endReason, c.endBy
 }
 
 // drain reports every message still queued, or written and not yet
@@ -229,12 +262,12 @@ func (h *Handler) finish(c *conn) {
 	// write in progress, once the poller let go of it and no read runs.
 	h.poll.Stop(&c.in)
 	c.writers.Wait()
-	code, reason := c.endStatus()
+	code, reason, by := c.endStatus()
 	h.hub.Remove(c.uid, c, h.disconnected(c, code))
 	c.drain()
 	if ce := h.log.Check(zap.InfoLevel, evClosed); ce != nil {
 		ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Int("code", code), zap.String("reason", reason),
-			zap.Duration("duration", h.now().sub(c.started)))
+			zap.String("by", by.String()), logging.Ms("duration_ms", h.now().sub(c.started)))
 	}
 	h.running.Done()
 }

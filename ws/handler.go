@@ -63,6 +63,9 @@ type Config struct {
 	// registration, upgrade); more are refused at once with 503 and
 	// Retry-After (1013 for pusher.v1 clients, see admit). 0: no cap.
 	MaxHandshakes int
+	// TrustedProxies tell the client's address behind them, for the
+	// logs' remote; zero: the TCP peer.
+	TrustedProxies wire.TrustedProxies
 	// Registerer receives pusher_connects_total,
 	// pusher_confirm_latency_seconds and pusher_unresponsive_closes_total;
 	// nil keeps them unregistered.
@@ -265,18 +268,18 @@ func NewHandler(h *hub.Hub, v *auth.Verifier, log *zap.Logger, cfg Config) (*Han
 // Handler's poller, which the Handler owns (see Wait), and returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
-		h.met.connects.WithLabelValues("bad_request").Inc()
+		h.met.connects.WithLabelValues(resultBadRequest).Inc()
 		writeError(w, http.StatusBadRequest, "websocket upgrade required")
 		return
 	}
 	if r.Method != http.MethodGet {
-		h.met.connects.WithLabelValues("bad_request").Inc()
+		h.met.connects.WithLabelValues(resultBadRequest).Inc()
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	if !h.originAllowed(r) {
-		h.met.connects.WithLabelValues("forbidden").Inc()
-		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
+		h.met.connects.WithLabelValues(resultForbidden).Inc()
+		h.log.Info(evRejected, zap.String("reason", "origin"), zap.String("origin", r.Header.Get("Origin")), h.remote(r))
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
@@ -289,8 +292,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	claims, reason, err := h.authenticate(r)
 	if err != nil {
-		h.met.connects.WithLabelValues("unauthorized").Inc()
-		h.log.Info(evRejected, zap.String("reason", reason), zap.String("remote", r.RemoteAddr), zap.Error(err))
+		h.met.connects.WithLabelValues(resultUnauthorized).Inc()
+		h.log.Info(evRejected, zap.String("reason", reason), h.remote(r), zap.Error(err))
 		writeError(w, http.StatusUnauthorized, reason)
 		return
 	}
@@ -300,11 +303,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection a clone, and a connection logs only a few lines.
 	c := newConn(id, uid, h)
 	if err := h.hub.Add(uid, c, h.connected(c)); err != nil {
-		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", "limited"
+		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", resultLimited
 		if errors.Is(err, hub.ErrUIDFull) {
 			status, msg = http.StatusTooManyRequests, "too many connections for this user"
 		} else if errors.Is(err, hub.ErrClosed) {
-			msg, result = "server shutting down", "unavailable"
+			msg, result = "server shutting down", resultUnavailable
 		}
 		h.met.connects.WithLabelValues(result).Inc()
 		h.log.Info(evRefused, zap.String("uid", uid), zap.Uint64("conn", id), zap.Error(err))
@@ -366,14 +369,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c *conn, exp tim
 	wsConn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
-		h.met.connects.WithLabelValues("upgrade_failed").Inc()
+		h.met.connects.WithLabelValues(resultUpgradeFailed).Inc()
 		h.log.Info(evRefused, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 		h.hub.Remove(c.uid, c, h.disconnected(c, websocket.CloseAbnormalClosure))
 		c.drain()
 		return
 	}
-	h.met.connects.WithLabelValues("ok").Inc()
-	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("remote", r.RemoteAddr))
+	h.met.connects.WithLabelValues(resultOK).Inc()
+	h.log.Info(evConnected, zap.String("uid", c.uid), zap.Uint64("conn", c.id), h.remote(r))
 	h.running.Add(1) // finish, which needs ws, says Done
 	if err := setUserTimeout(wsConn.NetConn(), h.cfg.ConfirmTimeout); err != nil {
 		h.log.Debug("ws.sockopt_failed", zap.Uint64("conn", c.id), zap.Error(err))
@@ -407,6 +410,12 @@ func (h *Handler) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("wait for connections to end: %w", ctx.Err())
 	}
+}
+
+// remote is the log field naming the client's address: the TCP peer, or
+// what trusted proxies say of the client behind them.
+func (h *Handler) remote(r *http.Request) zap.Field {
+	return zap.String("remote", h.cfg.TrustedProxies.ClientAddr(r.RemoteAddr, r.Header))
 }
 
 // originAllowed applies the Origin allow-list. No Origin header means a

@@ -6,6 +6,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Result label values of pusher_connects_total.
+const (
+	resultOK            = "ok"
+	resultBadRequest    = "bad_request"
+	resultForbidden     = "forbidden"
+	resultBusy          = "busy"
+	resultUnauthorized  = "unauthorized"
+	resultLimited       = "limited"
+	resultUnavailable   = "unavailable"
+	resultUpgradeFailed = "upgrade_failed"
+)
+
+// connectResults are every result, so that each series exists, at 0, from
+// the start: a rate() or an alert on one that never happened yet then
+// sees 0, not no data.
+var connectResults = []string{resultOK, resultBadRequest, resultForbidden, resultBusy, resultUnauthorized, resultLimited, resultUnavailable, resultUpgradeFailed}
+
 // metrics are the Handler's series, resolved once so hot paths only
 // observe and increment.
 type metrics struct {
@@ -30,6 +47,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pusher_unresponsive_closes_total",
 			Help: "Connections closed with 4004 because written frames stayed unconfirmed for the confirm timeout.",
 		}),
+	}
+	for _, r := range connectResults {
+		m.connects.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil

@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
@@ -66,38 +67,40 @@ func (c *conn) ClientClosed(code int, reason string) {
 	if code != websocket.CloseNoStatusReceived {
 		echo = websocket.FormatCloseMessage(code, "")
 	}
-	c.answer(code, reason, echo)
+	c.answer(code, reason, echo, byClient)
 }
 
 // Violated implements intake.Conn: the answer is a close frame with code
-// and reason.
+// and reason. The client broke the protocol, but pusher closes: byServer.
 func (c *conn) Violated(code int, reason string) {
-	c.answer(code, reason, websocket.FormatCloseMessage(code, reason))
+	c.answer(code, reason, websocket.FormatCloseMessage(code, reason), byServer)
 }
 
 // Gone implements intake.Conn: the client hung up or the socket failed.
 func (c *conn) Gone(err error) {
 	var pe *intake.PanicError
 	if errors.As(err, &pe) {
-		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("panic", fmt.Sprint(pe.Value)), zap.ByteString("stack", pe.Stack))
+		c.end(websocket.CloseAbnormalClosure, closePanicText, byServer)
+		return
 	}
-	c.end(websocket.CloseAbnormalClosure, closeLostText)
+	c.end(websocket.CloseAbnormalClosure, closeLostText, byClient)
 }
 
 // answer acts on the client's last word, its close frame or a protocol
-// error (code, reason): open → answering, with msg as our close frame;
-// closing → answering, with ours as queued; closeSent → dead, as the close
-// handshake is complete.
-func (c *conn) answer(code int, reason string, msg []byte) {
+// error (code, reason, by whom the close is decided): open → answering,
+// with msg as our close frame; closing → answering, with ours as queued;
+// closeSent → dead, as the close handshake is complete.
+func (c *conn) answer(code int, reason string, msg []byte, by closer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.noteEndLocked(code, reason)
+	c.noteEndLocked(code, reason, by)
 	switch c.state {
 	case stateOpen:
 		c.queueCloseLocked(stateAnswering, msg)
 	case stateClosing:
 		c.state = stateAnswering
 	case stateCloseSent:
-		c.endLocked(code, reason)
+		c.endLocked(code, reason, by)
 	}
 }

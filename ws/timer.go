@@ -37,7 +37,8 @@ func (c *conn) tick() {
 		c.mu.Unlock()
 		return
 	case cut || silent:
-		c.endLocked(websocket.CloseAbnormalClosure, closeLostText)
+		// After our close frame (cut) the cause is decided already.
+		c.endLocked(websocket.CloseAbnormalClosure, closeSilentText, byServer)
 		c.mu.Unlock()
 		return
 	case open && c.unresponsiveLocked(now):
@@ -45,7 +46,7 @@ func (c *conn) tick() {
 		// without waiting for the client's (answering).
 		sent, later = c.confirm.takeAll()
 		acks = c.v1.takeAll()
-		c.noteEndLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText)
+		c.noteEndLocked(wire.CloseUnresponsive, wire.CloseUnresponsiveText, byServer)
 		c.queueCloseLocked(stateAnswering, websocket.FormatCloseMessage(wire.CloseUnresponsive, wire.CloseUnresponsiveText))
 	case open && !c.expires.isZero() && !now.before(c.expires):
 		c.closeLocked(wire.CloseTokenExpired, wire.CloseTokenExpiredText)

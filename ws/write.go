@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -216,7 +217,7 @@ func (c *conn) writeWork(fb *frameBuf, w work) bool {
 		if ce := c.h.log.Check(zap.DebugLevel, "ws.write_failed"); ce != nil {
 			ce.Write(zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Error(err))
 		}
-		c.end(websocket.CloseAbnormalClosure, closeLostText)
+		c.end(websocket.CloseAbnormalClosure, closeLostText, byClient)
 		return false
 	}
 	return true
@@ -226,8 +227,8 @@ func (c *conn) writeWork(fb *frameBuf, w work) bool {
 // ends. Writer only.
 func (c *conn) recoverWriter() {
 	if p := recover(); p != nil {
-		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.Any("panic", p), zap.Stack("stack"))
-		c.end(websocket.CloseAbnormalClosure, closeLostText)
+		c.h.log.Error(evPanic, zap.String("uid", c.uid), zap.Uint64("conn", c.id), zap.String("panic", fmt.Sprint(p)), zap.Stack("stack"))
+		c.end(websocket.CloseAbnormalClosure, closePanicText, byServer)
 	}
 }
 
@@ -282,5 +283,7 @@ func (c *conn) writeClose(fb *frameBuf, w work) {
 		c.timer.Reset(c.h.cfg.CloseGrace)
 		return
 	}
-	c.endLocked(websocket.CloseAbnormalClosure, closeLostText)
+	// Our close frame was queued, so the cause is decided, unless a
+	// failed write of it is the first news that the client is gone.
+	c.endLocked(websocket.CloseAbnormalClosure, closeLostText, byClient)
 }
