@@ -5,7 +5,7 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Name; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := \
 	./auth:FuzzVerify ./auth:FuzzTokenFromRequest ./auth:FuzzJWKS \
-	./wire:FuzzValidUID ./wire:FuzzParsePolicy \
+	./wire:FuzzValidUID ./wire:FuzzParsePolicy ./wire:FuzzClientAddr \
 	./wire:FuzzUIDFromSubject ./consumer:FuzzParseDeadLetter \
 	./api:FuzzParsePush \
 	./ws/internal/intake:FuzzFrameReader ./ws/internal/intake:FuzzReaderMatchesGorilla \
