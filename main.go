@@ -17,18 +17,33 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// usageError marks a mistake in how pusher was called (exit 2).
-type usageError struct{ err error }
+// usageError marks a mistake in how pusher was called (exit 2); cmd is
+// the command whose --help explains it ("" for pusher's own).
+type usageError struct {
+	err error
+	cmd string
+}
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+func usagef(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
+
+// inCommand names cmd in a usage error that names no command yet, so
+// its message points to the right --help.
+func inCommand(cmd string, err error) error {
+	var ue usageError
+	if errors.As(err, &ue) && ue.cmd == "" {
+		ue.cmd = cmd
+		return ue
+	}
+	return err
+}
 
 // exitCode maps run's error to the exit status, printing one line to stderr:
 // 0 ok (and --help), 1 failure, 2 usage.
@@ -38,7 +53,11 @@ func exitCode(err error, stderr io.Writer) int {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "pusher: %v (see pusher --help)\n", err)
+		help := "pusher --help"
+		if ue.cmd != "" {
+			help = "pusher " + ue.cmd + " --help"
+		}
+		fmt.Fprintf(stderr, "pusher: %v (see %s)\n", err, help)
 		return 2
 	default:
 		fmt.Fprintf(stderr, "pusher: %v\n", err)
@@ -56,6 +75,8 @@ type command struct {
 // environ is what every subcommand gets from the outside world.
 type environ struct {
 	getenv         func(string) string
+	stdin          io.Reader
+	interactive    bool // stdin is a terminal, so a command may ask a question
 	stdout, stderr io.Writer
 }
 
@@ -64,32 +85,52 @@ func commands() []command {
 		{"serve", "run the push server (the default)", runServe},
 		{"token", "print a development JWT signed with JWT_SECRET", runToken},
 		{"pub", "publish a message to a user through JetStream", runPub},
-		{"dlq", "list or replay dead letters (dlq list | dlq replay)", runDLQ},
+		{"dlq", "list, replay or delete dead letters (dlq list | replay | delete)", runDLQ},
 		{"kick", "close every connection of a user, on every node", runKick},
 		{"online", "is a user connected? the nodes holding them (exit 1 when offline)", runOnline},
+		{"version", "print the version, the source revision and the Go version", runVersion},
 	}
 }
 
 // run is pusher minus the process: it is what tests call.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	env := &environ{getenv: getenv, stdout: stdout, stderr: stderr}
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	env := &environ{getenv: getenv, stdin: stdin, interactive: isTerminal(stdin), stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
 		return runServe(ctx, env, nil)
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		printOverview(stdout)
 		return errHelp
+	case "help": // pusher help COMMAND is pusher COMMAND --help
+		if len(args) == 1 {
+			printOverview(stdout)
+			return errHelp
+		}
+		args = []string{args[1], "--help"}
+	case "-version", "--version":
+		return runVersion(ctx, env, args[1:])
 	}
 	if len(args[0]) > 0 && args[0][0] == '-' {
-		return runServe(ctx, env, args) // flags only: serve
+		return inCommand("serve", runServe(ctx, env, args)) // flags only: serve
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(ctx, env, args[1:])
+			return inCommand(c.name, c.run(ctx, env, args[1:]))
 		}
 	}
 	return usagef("unknown command %q", args[0])
+}
+
+// isTerminal reports whether r is a terminal (a character device), where
+// a person can answer a question.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(interface{ Stat() (os.FileInfo, error) })
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func printOverview(w io.Writer) {
@@ -97,8 +138,9 @@ func printOverview(w io.Writer) {
 	fmt.Fprintln(w, "\nUsage: pusher [command] [flags]   (no command: serve)")
 	fmt.Fprintln(w, "\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery flag has an environment variable; 'pusher COMMAND --help' lists both.")
+	fmt.Fprintln(w, "Flags may follow the arguments; -- ends the flags.")
 	fmt.Fprintln(w, "Exit status: 0 ok, 1 failure, 2 usage.")
 }

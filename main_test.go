@@ -83,3 +83,20 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		}
 	}
 }
+
+// Exporting where the embedded servers listen, so that the client
+// commands follow, never makes serve use an external NATS.
+func TestServeListenEnvKeepsNATSEmbedded(t *testing.T) {
+	env := map[string]string{"PUSHER_NATS_LISTEN": "127.0.0.1:5222", "PUSHER_HTTP_ADDR": "127.0.0.1:8282"}
+	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
+	if err := f.parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NATSURL != "" || got.NATSListen != "127.0.0.1:5222" || got.HTTPAddr != "127.0.0.1:8282" {
+		t.Fatalf("NATS URL %q, listen %q, HTTP %q: want the embedded NATS on 5222, HTTP on 8282", got.NATSURL, got.NATSListen, got.HTTPAddr)
+	}
+}
