@@ -32,7 +32,7 @@ func runToken(_ context.Context, env *environ, args []string) error {
 		return usagef("--uid is required")
 	}
 	if err := wire.ValidUID(*uid); err != nil {
-		return usageError{err: err}
+		return usageError{err}
 	}
 	if *ttl <= 0 {
 		return usagef("--ttl must be positive")
@@ -64,7 +64,7 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 	}
 	uid, message := f.args()[0], f.args()[1]
 	if err := wire.ValidUID(uid); err != nil {
-		return usageError{err: err}
+		return usageError{err}
 	}
 	msg := nats.NewMsg(wire.PushSubject(uid))
 	msg.Data = []byte(message)
@@ -72,13 +72,13 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 	// person typing it can fix it.
 	if *ttl != "" {
 		if _, err := wire.ParseTTL(*ttl); err != nil {
-			return usageError{err: err}
+			return usageError{err}
 		}
 		msg.Header.Set(wire.HeaderTTL, *ttl)
 	}
 	if *offline != "" {
 		if _, err := wire.ParseOffline(*offline); err != nil {
-			return usageError{err: err}
+			return usageError{err}
 		}
 		msg.Header.Set(wire.HeaderOffline, *offline)
 	}
@@ -116,7 +116,7 @@ func runKick(ctx context.Context, env *environ, args []string) error {
 	}
 	uid := f.args()[0]
 	if err := wire.ValidUID(uid); err != nil {
-		return usageError{err: err}
+		return usageError{err}
 	}
 	nc, err := nf.connectClient()
 	if err != nil {

@@ -71,7 +71,7 @@ func optionalUID(uid string) error {
 		return nil
 	}
 	if err := wire.ValidUID(uid); err != nil {
-		return usageError{err: err}
+		return usageError{err}
 	}
 	return nil
 }

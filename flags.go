@@ -67,14 +67,14 @@ func (f *flagSet) parse(args []string) error {
 			f.printUsage()
 			return errHelp
 		}
-		return usageError{err: err, cmd: f.name}
+		return inCommand(f.name, usageError{err})
 	}
 	if len(f.errs) > 0 {
 		msgs := make([]string, len(f.errs))
 		for i, err := range f.errs {
 			msgs[i] = err.Error()
 		}
-		return usageError{err: errors.New(strings.Join(msgs, "; ")), cmd: f.name}
+		return inCommand(f.name, usageError{errors.New(strings.Join(msgs, "; "))})
 	}
 	return nil
 }

@@ -22,27 +22,33 @@ func main() {
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// usageError marks a mistake in how pusher was called (exit 2); cmd is
-// the command whose --help explains it ("" for pusher's own).
-type usageError struct {
-	err error
-	cmd string
-}
+// usageError marks a mistake in how pusher was called (exit 2).
+type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-func usagef(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
-// inCommand names cmd in a usage error that names no command yet, so
-// its message points to the right --help.
+// commandError names the command a usage error came from, so that its
+// message points to that command's --help.
+type commandError struct {
+	cmd string
+	err error
+}
+
+func (e commandError) Error() string { return e.err.Error() }
+func (e commandError) Unwrap() error { return e.err }
+
+// inCommand names cmd in a usage error that names no command yet (the
+// innermost, most precise name stays); other errors pass unchanged.
 func inCommand(cmd string, err error) error {
 	var ue usageError
-	if errors.As(err, &ue) && ue.cmd == "" {
-		ue.cmd = cmd
-		return ue
+	var ce commandError
+	if !errors.As(err, &ue) || errors.As(err, &ce) {
+		return err
 	}
-	return err
+	return commandError{cmd: cmd, err: err}
 }
 
 // exitCode maps run's error to the exit status, printing one line to stderr:
@@ -54,8 +60,8 @@ func exitCode(err error, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ue):
 		help := "pusher --help"
-		if ue.cmd != "" {
-			help = "pusher " + ue.cmd + " --help"
+		if ce := (commandError{}); errors.As(err, &ce) {
+			help = "pusher " + ce.cmd + " --help"
 		}
 		fmt.Fprintf(stderr, "pusher: %v (see %s)\n", err, help)
 		return 2

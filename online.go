@@ -33,7 +33,7 @@ func runOnline(ctx context.Context, env *environ, args []string) error {
 	}
 	uid := f.args()[0]
 	if err := wire.ValidUID(uid); err != nil {
-		return usageError{err: err}
+		return usageError{err}
 	}
 	nc, err := nf.connectClient()
 	if err != nil {

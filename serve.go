@@ -153,7 +153,7 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	}
 	log, closeLog, err := logging.New(env.stdout, logging.Config{Level: *c.logLevel, BufferSize: 256 << 10})
 	if err != nil {
-		return usageError{err: err}
+		return usageError{err}
 	}
 	defer func() { _ = closeLog() }()
 
@@ -161,7 +161,7 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		var ce *server.ConfigError
 		if errors.As(err, &ce) {
-			return usageError{err: err}
+			return usageError{err}
 		}
 		return err
 	}
