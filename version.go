@@ -9,32 +9,39 @@ import (
 
 // version is the release this binary was built as, set at build time
 // (make build VERSION=v1.2.3 passes -ldflags "-X main.version=v1.2.3").
-// Unset, the module version Go recorded is used: the tag with go install
-// pkg@v1.2.3, a pseudo-version from git with go build.
+// Unset, the module version the go command stamped is used: the tag with
+// go install pkg@v1.2.3, a pseudo-version from git with go build in a
+// clone, "(devel)" without either.
 var version string
 
 // buildInfo is what `pusher version` prints.
 type buildInfo struct {
-	version, revision, goVersion string
-	modified                     bool
+	version   string // version, or the stamped module version, or "(devel)"
+	revision  string // the VCS commit, "-dirty" with local changes; "unknown" without VCS information (go run, go test)
+	goVersion string
 }
 
 func readBuildInfo() buildInfo {
-	b := buildInfo{version: version, revision: "unknown", goVersion: runtime.Version()}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return b
-	}
-	if b.version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		b.version = info.Main.Version
-	}
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			b.revision = s.Value
-		case "vcs.modified":
-			b.modified = s.Value == "true"
+	b := buildInfo{version: "(devel)", revision: "unknown", goVersion: runtime.Version()}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if info.Main.Version != "" {
+			b.version = info.Main.Version
 		}
+		dirty := false
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.revision = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if dirty && b.revision != "unknown" {
+			b.revision += "-dirty"
+		}
+	}
+	if version != "" {
+		b.version = version
 	}
 	return b
 }
@@ -48,13 +55,6 @@ func runVersion(_ context.Context, env *environ, args []string) error {
 		return usagef("version takes no arguments, got %q", f.args())
 	}
 	b := readBuildInfo()
-	if b.version == "" {
-		b.version = "devel"
-	}
-	modified := ""
-	if b.modified {
-		modified = " (modified)"
-	}
-	fmt.Fprintf(env.stdout, "pusher %s\nrevision %s%s\n%s %s/%s\n", b.version, b.revision, modified, b.goVersion, runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(env.stdout, "pusher %s\nrevision %s\n%s %s/%s\n", b.version, b.revision, b.goVersion, runtime.GOOS, runtime.GOARCH)
 	return nil
 }
