@@ -410,12 +410,15 @@ func (h *Handler) originAllowed(r *http.Request) bool {
 	return h.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
 }
 
-// writeError answers with status and a JSON body {"error": msg}.
+// writeError answers with status and a JSON body {"error": msg}, not
+// HTML-escaped.
 func writeError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
 		Error string `json:"error"`
 	}{msg})
 }
