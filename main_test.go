@@ -14,6 +14,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main() // pusher, for the README's examples (readme_test.go)
+		return
+	}
 	goleak.VerifyTestMain(m,
 		// glog-style flush daemons of the embedded nats-server's dependencies
 		// are process-wide and outlive any one server.

@@ -163,7 +163,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Log event names (DESIGN.md).
+// Log event names (README, Logs).
 const (
 	evConnected    = "ws.connected"
 	evClosed       = "ws.closed"
