@@ -40,15 +40,33 @@ func cliWithStdin(t *testing.T, env map[string]string, stdin io.Reader, args ...
 	return code, out.String(), errOut.String()
 }
 
-// terminal is stdin as a person at a terminal: what they type, on a
-// character device.
+// terminal is stdin as a person at a terminal: what they type.
 type terminal struct{ io.Reader }
 
-func (terminal) Stat() (os.FileInfo, error) { return charDevice{}, nil }
+func (terminal) IsTerminal() bool { return true }
 
-type charDevice struct{ os.FileInfo }
-
-func (charDevice) Mode() os.FileMode { return os.ModeDevice | os.ModeCharDevice }
+// Only a terminal makes pusher interactive: not /dev/null, not a pipe.
+func TestIsTerminal(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for name, in := range map[string]io.Reader{"/dev/null": null, "pipe": r, "reader": strings.NewReader("y\n"), "nil": nil} {
+		if isTerminal(in) {
+			t.Errorf("%s taken for a terminal", name)
+		}
+	}
+	if !isTerminal(terminal{strings.NewReader("y\n")}) {
+		t.Error("a terminal not taken for one")
+	}
+}
 
 func TestCLIUsageAndHelp(t *testing.T) {
 	tests := []struct {
@@ -414,7 +432,7 @@ func TestCLIDLQReplayOnlyToOnlineUsers(t *testing.T) {
 	awaySeqs := dlqSeqs(t, env, "away")
 
 	code, out, errOut := cli(t, env, "dlq", "replay", "--all")
-	want := "replayed 2 dead letters, skipped 1 malformed, skipped 1 bad_subject (they name no user), left 1 of 1 offline users in place\n"
+	want := "replayed 2 dead letters, skipped 1 malformed, skipped 1 bad_subject (they name no user), left 1 dead letters of 1 offline users in place\n"
 	if code != 0 || out != want {
 		t.Fatalf("replay --all: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
@@ -426,7 +444,7 @@ func TestCLIDLQReplayOnlyToOnlineUsers(t *testing.T) {
 	harness.WaitStreamMsgs(t, 10*time.Second, js, wire.DLQStreamName, "dlq.push.here", 0)
 
 	code, out, errOut = cli(t, env, "dlq", "replay", "--uid", "away")
-	if code != 1 || out != "replayed 0 dead letters, left 1 of 1 offline users in place\n" ||
+	if code != 1 || out != "replayed 0 dead letters, left 1 dead letters of 1 offline users in place\n" ||
 		errOut != "pusher: away is offline: its 1 dead letters stay in PUSH_DLQ (--force replays them anyway)\n" {
 		t.Fatalf("replay to an offline user: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

@@ -283,7 +283,7 @@ func (r *replayRun) report(res consumer.ReplayResult) string {
 		fmt.Fprintf(&b, ", skipped %d bad_subject (they name no user)", res.BadSubject)
 	}
 	if left := r.left(); left > 0 {
-		fmt.Fprintf(&b, ", left %d of %d offline users in place", left, len(r.offline))
+		fmt.Fprintf(&b, ", left %d dead letters of %d offline users in place", left, len(r.offline))
 	}
 	return b.String()
 }

@@ -128,15 +128,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return usagef("unknown command %q", args[0])
 }
 
-// isTerminal reports whether r is a terminal (a character device), where
-// a person can answer a question.
+// isTerminal reports whether r is a terminal, where a person can answer a
+// question: a file that is one (not /dev/null, a pipe or a file), or a
+// reader that says it is (tests).
 func isTerminal(r io.Reader) bool {
-	f, ok := r.(interface{ Stat() (os.FileInfo, error) })
-	if !ok {
-		return false
+	switch r := r.(type) {
+	case *os.File:
+		return fileIsTerminal(r)
+	case interface{ IsTerminal() bool }:
+		return r.IsTerminal()
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return false
 }
 
 func printOverview(w io.Writer) {
