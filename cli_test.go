@@ -88,7 +88,7 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		{name: "integer hint", give: []string{"serve", "--max-deliver", "many"}, wantCode: 2, wantErr: `--max-deliver wants an integer such as 5, got "many"`},
 		{name: "bool hint", give: []string{"online", "--json=maybe", "u"}, wantCode: 2, wantErr: `--json wants true or false, got "maybe" (see pusher online --help)`},
 		{name: "missing value", give: []string{"pub", "1", "m", "--id"}, wantCode: 2, wantErr: "--id wants a value (see pusher pub --help)"},
-		{name: "dash argument", give: []string{"pub", "1", "-5"}, wantCode: 2, wantErr: "unknown flag -5 (put -- before an argument that starts with -)"},
+		{name: "dash argument", give: []string{"pub", "1", "-5"}, wantCode: 2, wantErr: "pusher: unknown flag -5; to pass it as an argument, put -- before it (see pusher pub --help)"},
 		{name: "bad env value", env: map[string]string{"PUSHER_MAX_DELIVER": "many"}, give: []string{"serve"}, wantCode: 2, wantErr: "PUSHER_MAX_DELIVER"},
 		{name: "bad env values, one line", env: map[string]string{"PUSHER_MAX_DELIVER": "many", "PUSHER_UI": "maybe"}, give: []string{"serve"}, wantCode: 2, wantErr: "PUSHER_UI"},
 		{name: "bad routing", give: []string{"serve", "--routing", "sideways"}, wantCode: 2, wantErr: "--routing"},

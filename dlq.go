@@ -341,16 +341,20 @@ func runDLQDelete(ctx context.Context, env *environ, args []string) error {
 			return errors.New("not confirmed: nothing deleted")
 		}
 	}
-	deleted := 0
-	for _, s := range seqs {
-		if err := dlq.Delete(ctx, s); err != nil {
-			fmt.Fprintf(env.stdout, "deleted %d dead letters\n", deleted)
-			return err
-		}
-		deleted++
-	}
+	deleted, err := deleteEach(ctx, dlq, seqs)
 	fmt.Fprintf(env.stdout, "deleted %d dead letters\n", deleted)
-	return nil
+	return err
+}
+
+// deleteEach deletes the dead letters at seqs in turn, and says how many
+// it deleted before an error stopped it.
+func deleteEach(ctx context.Context, dlq *consumer.DLQ, seqs []uint64) (int, error) {
+	for i, s := range seqs {
+		if err := dlq.Delete(ctx, s); err != nil {
+			return i, err
+		}
+	}
+	return len(seqs), nil
 }
 
 // deadLetterAt is what dlq delete --seq deletes: the dead letter at seq,

@@ -97,7 +97,7 @@ func (f *flagSet) parseArgs(args []string) error {
 		fl := f.fs.Lookup(name)
 		if name == "" || fl == nil {
 			if len(f.pos) > 0 {
-				return fmt.Errorf("unknown flag %s (put -- before an argument that starts with -)", a)
+				return fmt.Errorf("unknown flag %s; to pass it as an argument, put -- before it", a)
 			}
 			return fmt.Errorf("unknown flag %s", a)
 		}
