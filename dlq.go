@@ -44,8 +44,12 @@ func runDLQ(ctx context.Context, env *environ, args []string) error {
 	return usagef("unknown dlq subcommand %q", args[0])
 }
 
-// dlqClient connects and returns the DLQ reader; close the conn when done.
-func dlqClient(nf *natsFlags) (*nats.Conn, *consumer.DLQ, error) {
+// dlqClient checks uid (a usage error; "" is none), then connects and
+// returns the DLQ reader; close the conn when done.
+func dlqClient(nf *natsFlags, uid string) (*nats.Conn, *consumer.DLQ, error) {
+	if err := optionalUID(uid); err != nil {
+		return nil, nil, err
+	}
 	nc, err := nf.connectClient()
 	if err != nil {
 		return nil, nil, err
@@ -90,10 +94,7 @@ func runDLQList(ctx context.Context, env *environ, args []string) error {
 	if len(f.args()) > 0 {
 		return usagef("dlq list takes no arguments, got %q", f.args())
 	}
-	if err := optionalUID(*uid); err != nil {
-		return err
-	}
-	nc, dlq, err := dlqClient(nf)
+	nc, dlq, err := dlqClient(nf, *uid)
 	if err != nil {
 		return err
 	}
@@ -195,10 +196,7 @@ func runDLQReplay(ctx context.Context, env *environ, args []string) error {
 		}
 		return usagef("give --uid U, or --all to replay every online user's dead letters")
 	}
-	if err := optionalUID(*uid); err != nil {
-		return err
-	}
-	nc, dlq, err := dlqClient(nf)
+	nc, dlq, err := dlqClient(nf, *uid)
 	if err != nil {
 		return err
 	}
@@ -310,10 +308,7 @@ func runDLQDelete(ctx context.Context, env *environ, args []string) error {
 	case !*yes && !env.interactive:
 		return usagef("stdin is not a terminal to confirm on: add --yes to delete without asking")
 	}
-	if err := optionalUID(*uid); err != nil {
-		return err
-	}
-	nc, dlq, err := dlqClient(nf)
+	nc, dlq, err := dlqClient(nf, *uid)
 	if err != nil {
 		return err
 	}

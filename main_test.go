@@ -25,6 +25,20 @@ func TestMain(m *testing.M) {
 	)
 }
 
+// serveConfig is the node's Config serve makes of env, with no flags.
+func serveConfig(t *testing.T, env map[string]string) server.Config {
+	t.Helper()
+	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
+	if err := f.parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // Every serve flag's environment variable lands in the node's Config.
 func TestServeEnvMapsToConfig(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "key.pem")
@@ -45,14 +59,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		"PUSHER_HANDSHAKE_TIMEOUT": "3s", "PUSHER_DELIVERY_CONFIRM": "write", "PUSHER_CONFIRM_TIMEOUT": "4s",
 		"PUSHER_DLQ_MAX_PER_UID": "50", "PUSHER_PRESENCE": "false", "PUSHER_NODE_NAME": "web-7",
 	}
-	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
-	if err := f.parse(nil); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.config()
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := serveConfig(t, env)
 	checks := []struct {
 		name string
 		ok   bool
@@ -91,15 +98,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 // Exporting where the embedded servers listen, so that the client
 // commands follow, never makes serve use an external NATS.
 func TestServeListenEnvKeepsNATSEmbedded(t *testing.T) {
-	env := map[string]string{"PUSHER_NATS_LISTEN": "127.0.0.1:5222", "PUSHER_HTTP_ADDR": "127.0.0.1:8282"}
-	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
-	if err := f.parse(nil); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.config()
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := serveConfig(t, map[string]string{"PUSHER_NATS_LISTEN": "127.0.0.1:5222", "PUSHER_HTTP_ADDR": "127.0.0.1:8282"})
 	if got.NATSURL != "" || got.NATSListen != "127.0.0.1:5222" || got.HTTPAddr != "127.0.0.1:8282" {
 		t.Fatalf("NATS URL %q, listen %q, HTTP %q: want the embedded NATS on 5222, HTTP on 8282", got.NATSURL, got.NATSListen, got.HTTPAddr)
 	}
