@@ -11,19 +11,25 @@ FUZZ_TARGETS := \
 	./ws/internal/intake:FuzzFrameReader ./ws/internal/intake:FuzzReaderMatchesGorilla \
 	./ws:FuzzClientFrame ./ws:FuzzEnvelope
 
+# VERSION names the build in `pusher version`: a tag, or git describe's
+# commit; empty outside git, where pusher falls back to what Go stamped.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
+# run execs the binary rather than go run: on Ctrl-C, go run exits 1 even
+# when pusher stopped cleanly, and make reported that as an error.
 .PHONY: run
-run: ## run pusher with its embedded NATS (127.0.0.1:4222, HTTP 127.0.0.1:8181, data in ./data)
-	$(GO) run .
+run: build ## build ./pusher and run it with its embedded NATS (127.0.0.1:4222, HTTP 127.0.0.1:8181, data in ./data)
+	exec ./pusher
 
 .PHONY: build
-build: ## build ./pusher
-	$(GO) build -o pusher .
+build: ## build ./pusher (VERSION=v1.2.3 names it; default: git describe)
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o pusher .
 
 .PHONY: deps
 deps: ## install what the tests need that Go does not fetch (Debian's chromium, as root)

@@ -21,12 +21,16 @@ type node struct {
 }
 
 // startNode runs a node through server.New, with embedded NATS on random
-// ports and a temp data dir. It is stopped in t.Cleanup.
-func startNode(t testing.TB) *node {
+// ports and a temp data dir, after each of opts changed its Config. It is
+// stopped in t.Cleanup.
+func startNode(t testing.TB, opts ...func(*server.Config)) *node {
 	t.Helper()
 	cfg := server.Config{
 		HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:-1", DataDir: t.TempDir(),
 		Auth: auth.Config{HMACSecret: []byte(testSecret)},
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	s, err := server.New(context.Background(), cfg, zap.NewNop())
 	if err != nil {

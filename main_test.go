@@ -14,11 +14,29 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main() // pusher, for the README's examples (readme_test.go)
+		return
+	}
 	goleak.VerifyTestMain(m,
 		// glog-style flush daemons of the embedded nats-server's dependencies
 		// are process-wide and outlive any one server.
 		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
 	)
+}
+
+// serveConfig is the node's Config serve makes of env, with no flags.
+func serveConfig(t *testing.T, env map[string]string) server.Config {
+	t.Helper()
+	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
+	if err := f.parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // Every serve flag's environment variable lands in the node's Config.
@@ -42,14 +60,7 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		"PUSHER_DLQ_MAX_PER_UID": "50", "PUSHER_PRESENCE": "false", "PUSHER_NODE_NAME": "web-7",
 		"PUSHER_MAX_HANDSHAKES": "64",
 	}
-	f, c := newServeFlags(&environ{getenv: func(k string) string { return env[k] }})
-	if err := f.parse(nil); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.config()
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := serveConfig(t, env)
 	checks := []struct {
 		name string
 		ok   bool
@@ -83,5 +94,14 @@ func TestServeEnvMapsToConfig(t *testing.T) {
 		if !ck.ok {
 			t.Errorf("%s not mapped: %+v", ck.name, got)
 		}
+	}
+}
+
+// Exporting where the embedded servers listen, so that the client
+// commands follow, never makes serve use an external NATS.
+func TestServeListenEnvKeepsNATSEmbedded(t *testing.T) {
+	got := serveConfig(t, map[string]string{"PUSHER_NATS_LISTEN": "127.0.0.1:5222", "PUSHER_HTTP_ADDR": "127.0.0.1:8282"})
+	if got.NATSURL != "" || got.NATSListen != "127.0.0.1:5222" || got.HTTPAddr != "127.0.0.1:8282" {
+		t.Fatalf("NATS URL %q, listen %q, HTTP %q: want the embedded NATS on 5222, HTTP on 8282", got.NATSURL, got.NATSListen, got.HTTPAddr)
 	}
 }

@@ -2,14 +2,35 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
 
-// defaultNATSURL is where client subcommands look for NATS: the embedded
-// server's default address.
-const defaultNATSURL = "nats://127.0.0.1:4222"
+// defaultNATSListen is where serve's embedded NATS listens by default.
+const defaultNATSListen = "127.0.0.1:4222"
+
+// clientNATSURL is where client subcommands look for NATS when
+// PUSHER_NATS_URL is unset: the embedded server's address, from
+// PUSHER_NATS_LISTEN as serve reads it, so a pusher moved to another
+// port with PUSHER_NATS_LISTEN is found by commands given the same
+// environment. A wildcard host is reached on loopback.
+func clientNATSURL(getenv func(string) string) string {
+	listen := strings.TrimSpace(getenv("PUSHER_NATS_LISTEN"))
+	if listen == "" {
+		listen = defaultNATSListen
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "nats://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "nats://" + net.JoinHostPort(host, port)
+}
 
 // natsFlags are the connection options every NATS-using command shares.
 type natsFlags struct {
@@ -28,6 +49,12 @@ func addNATSFlags(f *flagSet, urlUsage, urlDefault string) *natsFlags {
 		tlsCert:  f.String("nats-tls-cert", "PUSHER_NATS_TLS_CERT", "", "client certificate file for NATS mutual TLS"),
 		tlsKey:   f.String("nats-tls-key", "PUSHER_NATS_TLS_KEY", "", "client key file for NATS mutual TLS"),
 	}
+}
+
+// addClientNATSFlags adds the NATS flags of a client subcommand: the URL
+// defaults to the embedded server's address (clientNATSURL).
+func addClientNATSFlags(f *flagSet) *natsFlags {
+	return addNATSFlags(f, "NATS server URLs (unset: nats://$PUSHER_NATS_LISTEN, the embedded server)", clientNATSURL(f.getenv))
 }
 
 // options turns the flags into nats.go options; the URL is separate.

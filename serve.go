@@ -39,7 +39,7 @@ func newServeFlags(env *environ) (*flagSet, *serveFlags) {
 	c := &serveFlags{
 		httpAddr:   f.String("http-addr", "PUSHER_HTTP_ADDR", "127.0.0.1:8181", "HTTP listen address (/ws, /metrics, /healthz, /readyz, /v1/push)"),
 		nats:       addNATSFlags(f, "NATS server URLs; empty starts an embedded NATS server", ""),
-		natsListen: f.String("nats-listen", "PUSHER_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS listen address (loopback only)"),
+		natsListen: f.String("nats-listen", "PUSHER_NATS_LISTEN", defaultNATSListen, "embedded NATS listen address (loopback only)"),
 		dataDir:    f.String("data-dir", "PUSHER_DATA_DIR", "./data", "embedded NATS JetStream storage directory"),
 
 		jwtSecret:      f.Secret("jwt-secret", "JWT_SECRET", "HS256 secret verifying client tokens"),

@@ -117,19 +117,29 @@ func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 	h.publish(w, r, req.UID, req.Message)
 }
 
-// errBadBody is the one answer to a body that is not a push request.
-var errBadBody = errors.New(`body must be a JSON object {"uid": string, "message": string}`)
+// The answers to a body that is not a push request.
+var (
+	errBadBody   = errors.New(`body must be a JSON object {"uid": string, "message": string}`)
+	errNoMessage = errors.New(`message is required (an empty string is a valid message)`)
+)
 
 // parsePush decodes a POST /v1/push body: exactly one JSON object with
-// string fields uid and message and nothing else. uid is checked later.
+// string fields uid and message and nothing else; message must be there,
+// possibly empty. uid is checked later.
 func parsePush(body []byte) (pushRequest, error) {
-	var req pushRequest
+	var req struct {
+		UID     string  `json:"uid"`
+		Message *string `json:"message"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || dec.More() {
 		return pushRequest{}, errBadBody
 	}
-	return req, nil
+	if req.Message == nil {
+		return pushRequest{}, errNoMessage
+	}
+	return pushRequest{UID: req.UID, Message: *req.Message}, nil
 }
 
 // Send serves the demo's /send?uid=&message= (GET, or a form POST).
@@ -240,9 +250,22 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	}{msg})
 }
 
+// writeJSON answers with status and v as JSON, not HTML-escaped: the body
+// is read by programs, and "<" in an error is "<", not "\u003c".
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// MethodNotAllowed answers 405 with the Allow header set to allow and a
+// JSON error, for a door's path asked with another method.
+func MethodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+allow)
+	}
 }

@@ -12,6 +12,8 @@ var parseTests = []struct {
 }{
 	{"ok", `{"uid":"123","message":"Hello"}`, true},
 	{"empty message", `{"uid":"123","message":""}`, true},
+	{"no message", `{"uid":"123"}`, false},
+	{"null message", `{"uid":"123","message":null}`, false},
 	{"escaped", `{"uid":"1\u00e9","message":"\n\"<b>\""}`, true},
 	{"unknown field", `{"uid":"1","message":"m","x":1}`, false},
 	{"number message", `{"uid":"1","message":5}`, false},
@@ -41,7 +43,7 @@ func FuzzParsePush(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := parsePush(body)
 		if err != nil {
-			if err != errBadBody {
+			if err != errBadBody && err != errNoMessage {
 				t.Fatalf("error %v leaks detail", err)
 			}
 			return

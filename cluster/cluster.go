@@ -7,6 +7,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -234,7 +235,8 @@ func (n *Node) onReplayNotice(m *nats.Msg) {
 }
 
 // onKick closes uid's local connections with 4001 (every node subscribes,
-// so a kick reaches all of them) and answers how many it closed.
+// so a kick reaches all of them) and answers a request with how many it
+// closed and its name (wire.KickAnswer), 0 included.
 func (n *Node) onKick(m *nats.Msg) {
 	uid, err := wire.UIDFromKickSubject(m.Subject)
 	if err != nil {
@@ -244,7 +246,8 @@ func (n *Node) onKick(m *nats.Msg) {
 	closed := n.hub.Kick(uid, wire.CloseKicked, wire.CloseKickedText)
 	n.log.Info(evKicked, zap.String("uid", uid), zap.Int("conns", closed))
 	if m.Reply != "" {
-		_ = m.Respond(fmt.Appendf(nil, `{"closed":%d}`, closed))
+		body, _ := json.Marshal(wire.KickAnswer{Closed: closed, Node: n.cfg.Name})
+		_ = m.Respond(body)
 	}
 }
 

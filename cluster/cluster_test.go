@@ -285,7 +285,7 @@ func TestSilentNodeTimesOut(t *testing.T) {
 
 func TestKickAnswersHowManyClosed(t *testing.T) {
 	url := startNATS(t)
-	n := newNode(t, url, cluster.Config{})
+	n := newNode(t, url, cluster.Config{Name: "node-k"})
 	c1, c2 := &conn{}, &conn{}
 	_ = n.hub.Add("k", c1, nil)
 	_ = n.hub.Add("k", c2, nil)
@@ -293,7 +293,7 @@ func TestKickAnswersHowManyClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(reply.Data) != `{"closed":2}` {
+	if string(reply.Data) != `{"closed":2,"node":"node-k"}` {
 		t.Fatalf("reply %q", reply.Data)
 	}
 	for _, c := range []*conn{c1, c2} {

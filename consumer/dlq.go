@@ -151,18 +151,19 @@ func AllReplayable(DeadLetter) bool { return true }
 
 // ReplayResult counts what a Replay did.
 type ReplayResult struct {
-	Replayed int // republished to push.<uid> and removed
-	Expired  int // past their Pusher-TTL: removed, not republished
-	Skipped  int // malformed: left where they are
+	Replayed   int // republished to push.<uid> and removed
+	Expired    int // past their Pusher-TTL: removed, not republished
+	Skipped    int // malformed: left where they are
+	BadSubject int // reason bad_subject, naming no user to replay to: left where they are
 }
 
 // Replay republishes uid's dead letters that keep accepts (every uid's when
 // uid is empty) to push.<uid>, and deletes each from PUSH_DLQ only after
 // JetStream acked its republish, so a crash in between duplicates rather
 // than loses. A dead letter past its Pusher-TTL is deleted instead, and
-// passed to onExpired (if not nil) for the log. Malformed dead letters
-// stay where they are. progress, when not nil, is called after each
-// replayed message.
+// passed to onExpired (if not nil) for the log. Malformed and bad_subject
+// dead letters stay where they are, and keep is not asked about them.
+// progress, when not nil, is called after each replayed message.
 func (d *DLQ) Replay(ctx context.Context, uid string, keep ReplayFilter, progress func(replayed int), onExpired func(DeadLetter)) (ReplayResult, error) {
 	return d.replay(ctx, uid, bound{}, keep, progress, onExpired)
 }
@@ -184,7 +185,11 @@ func (d *DLQ) replay(ctx context.Context, uid string, b bound, keep ReplayFilter
 			res.Skipped++
 			return nil
 		}
-		if !keep(dl) || dl.Reason == wire.ReasonBadSubject {
+		if dl.Reason == wire.ReasonBadSubject {
+			res.BadSubject++
+			return nil
+		}
+		if !keep(dl) {
 			return nil
 		}
 		if dl.Expired(time.Now()) {
@@ -212,6 +217,34 @@ func (d *DLQ) replay(ctx context.Context, uid string, b bound, keep ReplayFilter
 	return res, err
 }
 
+// Get returns the dead letter stored at seq in PUSH_DLQ. A malformed one
+// comes filled as far as it could be, with ParseDeadLetter's error
+// (ErrMalformedDeadLetter); none at seq is an error wrapping
+// jetstream.ErrMsgNotFound.
+func (d *DLQ) Get(ctx context.Context, seq uint64) (DeadLetter, error) {
+	stream, err := d.open(ctx)
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("get dead letter %d: %w", seq, err)
+	}
+	dl, err := ParseDeadLetter(raw.Subject, raw.Sequence, raw.Header, raw.Data)
+	dl.StoredAt = raw.Time
+	return dl, err
+}
+
+// Delete removes the dead letter stored at seq from PUSH_DLQ, for good;
+// one already gone (replayed or deleted meanwhile) is no error.
+func (d *DLQ) Delete(ctx context.Context, seq uint64) error {
+	stream, err := d.open(ctx)
+	if err != nil {
+		return err
+	}
+	return deleteMsg(ctx, stream, seq)
+}
+
 // replayMsg is dl republished to its user: the publisher's headers, and
 // what the message was when first published, so a pusher.v1 client sees
 // the same seq, id and ts and can de-duplicate.
@@ -234,18 +267,17 @@ func replayMsg(dl DeadLetter) *nats.Msg {
 	return &nats.Msg{Subject: wire.PushSubject(dl.UID), Header: h, Data: dl.Data}
 }
 
-// deleteMsg deletes a dead letter; one a concurrent replay deleted first
-// is gone all the same.
+// deleteMsg deletes a dead letter; one deleted first (by a concurrent
+// replay, or an earlier delete) is gone all the same. The server answers
+// that with a failed deletion whose API error nats.go flattens into text,
+// so whether it is gone is asked of the stream instead.
 func deleteMsg(ctx context.Context, stream jetstream.Stream, seq uint64) error {
-	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isAlreadyDeleted(err) {
-		return fmt.Errorf("delete dead letter %d: %w", seq, err)
+	err := stream.DeleteMsg(ctx, seq)
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
 	}
-	return nil
-}
-
-// isAlreadyDeleted matches the server's answer when a concurrent replay
-// deleted the message first.
-func isAlreadyDeleted(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound
+	if _, gerr := stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return fmt.Errorf("delete dead letter %d: %w", seq, err)
 }

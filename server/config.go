@@ -172,7 +172,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// writeWait bounds one write to a client (DESIGN.md: 10 s).
+// writeWait bounds one write to a client (README, WebSocket: 10 s).
 const writeWait = 10 * time.Second
 
 // ackWaitShort reports whether JetStream may redeliver a message that is

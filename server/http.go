@@ -75,6 +75,10 @@ func (s *Server) routeDoors(mux *http.ServeMux) error {
 	mux.HandleFunc("POST /v1/push", door.Push)
 	mux.HandleFunc("GET /send", door.Send)
 	mux.HandleFunc("POST /send", door.Send)
+	// Other methods: 405 with Allow, in JSON like every other answer of
+	// the doors (the mux's own 405 is text).
+	mux.Handle("/v1/push", api.MethodNotAllowed("POST"))
+	mux.Handle("/send", api.MethodNotAllowed("GET, HEAD, POST"))
 	return nil
 }
 
@@ -89,10 +93,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, status, map[string]bool{"ready": status == http.StatusOK, "nats": natsOK, "consumer": consOK})
 }
 
-// writeJSON answers with status and v as a JSON body.
+// writeJSON answers with status and v as a JSON body, not HTML-escaped.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }

@@ -92,6 +92,8 @@ func TestHTTPDoorErrors(t *testing.T) {
 		{"wrong content type", "POST", "/v1/push", testAPIKey, "text/plain", `{"uid":"a","message":"m"}`, 415},
 		{"uid with dot", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"a.b","message":"m"}`, 400},
 		{"empty uid", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"","message":"m"}`, 400},
+		{"no message", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"a"}`, 400},
+		{"wrong method", "GET", "/v1/push", testAPIKey, "", "", 405},
 		{"too large", "POST", "/v1/push", testAPIKey, "application/json", `{"uid":"a","message":"` + huge + `"}`, 413},
 		{"send without message", "GET", "/send?uid=a", testAPIKey, "", "", 400},
 		{"send bad uid", "GET", "/send?uid=a*&message=m", testAPIKey, "", "", 400},
@@ -107,6 +109,57 @@ func TestHTTPDoorErrors(t *testing.T) {
 	}
 	if strings.Contains(n.logs.String(), testAPIKey) {
 		t.Fatal("API key in logs")
+	}
+}
+
+// rawDo sends a request and returns the response with its body as sent.
+func rawDo(t testing.TB, method, u, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(raw)
+}
+
+// A door asked with a method it does not take answers 405 naming the ones
+// it does (Allow), with a JSON error like its other answers.
+func TestHTTPDoorWrongMethod(t *testing.T) {
+	n := startNode(t, withAPIKey(testConfig(t)))
+	tests := []struct{ method, path, wantAllow string }{
+		{"GET", "/v1/push", "POST"},
+		{"PUT", "/v1/push", "POST"},
+		{"DELETE", "/send", "GET, HEAD, POST"},
+	}
+	for _, tt := range tests {
+		resp, body := rawDo(t, tt.method, n.url(tt.path), "")
+		var e map[string]string
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.wantAllow ||
+			json.Unmarshal([]byte(body), &e) != nil || e["error"] == "" {
+			t.Errorf("%s %s: %d, Allow %q, body %q; want 405, Allow %q and a JSON error",
+				tt.method, tt.path, resp.StatusCode, resp.Header.Get("Allow"), body, tt.wantAllow)
+		}
+	}
+}
+
+// Error bodies are JSON for programs, not HTML-escaped: a '>' stays '>'.
+func TestHTTPErrorsAreNotHTMLEscaped(t *testing.T) {
+	n := startNode(t, withAPIKey(testConfig(t)))
+	resp, body := rawDo(t, "POST", n.url("/v1/push"), `{"uid":"a>b","message":"m"}`)
+	want := `{"error":"invalid uid: contains '.', '*' or '>'"}` + "\n"
+	if resp.StatusCode != http.StatusBadRequest || body != want {
+		t.Fatalf("%d %q, want 400 %q", resp.StatusCode, body, want)
 	}
 }
 

@@ -185,8 +185,9 @@ func TestKickOverNATSClosesWith4001(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(reply.Data) != `{"closed":1}` {
-		t.Errorf("kick reply %q, want one connection closed", reply.Data)
+	var answer wire.KickAnswer
+	if err := json.Unmarshal(reply.Data, &answer); err != nil || answer.Closed != 1 || answer.Node == "" {
+		t.Errorf("kick reply %q (%v), want one connection closed, and the node's name", reply.Data, err)
 	}
 	_, _, err = c.Next(5 * time.Second)
 	if !websocket.IsCloseError(err, 4001) || !strings.Contains(err.Error(), "kicked") {

@@ -157,11 +157,14 @@ func isTagEnd(rest []byte) bool {
 	return len(rest) > 0 && (rest[0] == '>' || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n')
 }
 
-// writeError answers with status and a JSON body {"error": msg}.
+// writeError answers with status and a JSON body {"error": msg}, not
+// HTML-escaped.
 func writeError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
 		Error string `json:"error"`
 	}{msg})
 }

@@ -27,3 +27,10 @@ type OnlineAnswer struct {
 	Node  string `json:"node"`
 	Conns int    `json:"conns"`
 }
+
+// KickAnswer is what each node answers a request on KickSubject(uid):
+// how many of uid's connections it closed (0 when it held none).
+type KickAnswer struct {
+	Closed int    `json:"closed"`
+	Node   string `json:"node"`
+}

@@ -170,7 +170,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Log event names (DESIGN.md).
+// Log event names (README, Logs).
 const (
 	evConnected    = "ws.connected"
 	evClosed       = "ws.closed"
@@ -435,12 +435,15 @@ func (h *Handler) originAllowed(r *http.Request) bool {
 	return h.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
 }
 
-// writeError answers with status and a JSON body {"error": msg}.
+// writeError answers with status and a JSON body {"error": msg}, not
+// HTML-escaped.
 func writeError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
 		Error string `json:"error"`
 	}{msg})
 }
