@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -128,6 +129,9 @@ type stormRestart struct {
 	// first dial after the node was ready: the server's share of the
 	// return, without the back-off the client was still waiting out.
 	backAfterDial time.Duration
+	// cpu is the CPU each group of processes used from SIGTERM until
+	// every client was back and the node ready.
+	cpu string
 }
 
 // backAfterReady is how long after the node was ready the last client
@@ -143,7 +147,7 @@ func (r stormRestart) String() string {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	return fmt.Sprintf("node=%s clients=%d stop=%s shutdown_cut_short=%v ready=%s back=%s back_after_ready=%s back_after_dial=%s %s dials_failed_after_ready=%d dlq_stored=%d dlq_clean=%s dlq_clean_after_back=%s duplicates=%d %s",
 		r.node, r.clients, ms(r.stopped), r.cutShort, ms(r.ready), ms(r.back), ms(r.backAfterReady()), ms(r.backAfterDial), r.dials, r.failedAfterReady,
-		r.dlqStored, ms(r.clean), ms(r.cleanAfterBack()), r.dups, r.split)
+		r.dlqStored, ms(r.clean), ms(r.cleanAfterBack()), r.dups, r.split) + " " + r.cpu
 }
 
 // stormRun is what restartInStorm needs of a test's deployment.
@@ -152,6 +156,43 @@ type stormRun struct {
 	rec     *harness.Recorder
 	js      jetstream.JetStream      // reaches PUSH_DLQ, across the restart
 	live    func() []*harness.Pusher // the pusher processes running
+	// nats are the NATS server processes apart from the pushers.
+	nats []*harness.Proc
+}
+
+// cpuSample is the CPU used so far by each process of a storm, by group
+// (pusher, nats, test: this process, the clients and publisher) and pid.
+func (s stormRun) cpuSample() map[string]map[int]time.Duration {
+	out := map[string]map[int]time.Duration{"pusher": {}, "nats": {}, "test": {}}
+	add := func(group string, p *harness.Proc) {
+		if cpu, err := p.CPU(); err == nil && !p.Exited() {
+			out[group][p.PID()] = cpu
+		}
+	}
+	for _, p := range s.live() {
+		add("pusher", p.Proc())
+	}
+	for _, p := range s.nats {
+		add("nats", p)
+	}
+	if cpu, err := harness.ProcessCPU(os.Getpid()); err == nil {
+		out["test"][os.Getpid()] = cpu
+	}
+	return out
+}
+
+// cpuUsed is what each group used between two samples (a process started
+// in between, from its start), as FIGURES fields.
+func cpuUsed(before, after map[string]map[int]time.Duration, over time.Duration) string {
+	var parts []string
+	for _, group := range []string{"pusher", "nats", "test"} {
+		var used time.Duration
+		for pid, cpu := range after[group] {
+			used += cpu - before[group][pid]
+		}
+		parts = append(parts, fmt.Sprintf("cpu_%s=%s", group, used.Round(10*time.Millisecond)))
+	}
+	return strings.Join(parts, " ") + fmt.Sprintf(" cpu_over=%s", over.Round(10*time.Millisecond))
 }
 
 // restartInStorm SIGTERMs p, starts it again with relaunch (which returns
@@ -165,6 +206,7 @@ func restartInStorm(t *testing.T, s stormRun, p *harness.Pusher, relaunch func()
 	stored0 := dlqStored(t, s.js)
 	dups0 := s.rec.Duplicates()
 
+	cpu0 := s.cpuSample()
 	stopAt := time.Now()
 	if err := p.Proc().Stop(stormStopTimeout); err != nil {
 		t.Fatalf("graceful stop of %s: %v", p.Name(), err)
@@ -181,6 +223,7 @@ func restartInStorm(t *testing.T, s stormRun, p *harness.Pusher, relaunch func()
 		t.Fatalf("after %s's restart: %v; so far %s", p.Name(), err, s.clients.Dials().Window(stopAt, time.Now()))
 	}
 	r.back = backAt.Sub(stopAt)
+	r.cpu = cpuUsed(cpu0, s.cpuSample(), time.Since(stopAt))
 	r.dials = s.clients.Dials().Window(stopAt, stopAt.Add(max(r.back, r.ready)))
 	storm := s.clients.Dials().Between(stopAt, stopAt.Add(max(r.back, r.ready)))
 	r.split = connectSplit(storm, s.live()...)
@@ -398,6 +441,9 @@ func TestRollingRestart(t *testing.T) {
 	nc, js := harness.Connect(t, m.nats.URLs(0))
 	defer nc.Close()
 	run := stormRun{clients: clients, rec: rec, js: js, live: func() []*harness.Pusher { return m.pushers }}
+	for i := range clusterSize {
+		run.nats = append(run.nats, m.nats.Proc(i))
+	}
 
 	all := append([]*harness.Pusher(nil), m.pushers...) // every process, for the logs
 	for i := range clusterSize {
