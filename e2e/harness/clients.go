@@ -292,18 +292,20 @@ func runClient(ctx context.Context, urls []string, node, step int, uid string, h
 			}
 			continue
 		}
-		readFrames(ctx, c, uid, rec, clock)
+		_ = readFrames(ctx, c, uid, rec, clock)
 	}
 }
 
-// readFrames reads c until it ends or ctx does, recording every frame.
-func readFrames(ctx context.Context, c *websocket.Conn, uid string, rec *Recorder, clock *FrameClock) {
+// readFrames reads c until it ends or ctx does, recording every frame,
+// and returns the error that ended it.
+func readFrames(ctx context.Context, c *websocket.Conn, uid string, rec *Recorder, clock *FrameClock) error {
 	dialedAt := time.Now()
 	rec.SetOnline(uid, true)
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	var err error
 	for {
-		_, data, err := c.ReadMessage()
-		if err != nil {
+		var data []byte
+		if _, data, err = c.ReadMessage(); err != nil {
 			if ctx.Err() == nil {
 				rec.Closed(err)
 			}
@@ -317,6 +319,7 @@ func readFrames(ctx context.Context, c *websocket.Conn, uid string, rec *Recorde
 	stop()
 	_ = c.Close()
 	rec.SetOnline(uid, false)
+	return err
 }
 
 // DialWS connects uid to ws://httpAddr/ws once with a bearer token, without

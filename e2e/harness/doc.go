@@ -9,9 +9,10 @@
 //
 // Functions that a program without a testing.TB needs (the benchmark)
 // return errors: NewProc, NewCluster, NewPusher, ReserveAddrs, Poll,
-// Scrape, BuildPusher. Their test forms take a testing.TB, fail it, and
-// register their cleanup: StartProc, StartCluster, StartPusher, Addrs,
-// WaitFor, ScrapeT.
+// Scrape, BuildPusher, NewBackoffClients, NewPacedPublisher. Their test
+// forms take a testing.TB, fail it, and register their cleanup:
+// StartProc, StartCluster, StartPusher, Addrs, WaitFor, ScrapeT,
+// StartBackoffClients, StartPacedPublisher.
 //
 // Processes learn their addresses from the harness, which chose them
 // before starting them; nothing is read back from a log line.
