@@ -16,13 +16,22 @@ import (
 // answers an array with 400); against the demo: /send.
 func (b *bench) phaseHTTP(ctx context.Context) error {
 	if b.demo != nil {
-		return b.httpDoor(ctx, door{kind: doorSend, url: "http://" + b.demo.addr + "/send", batch: 1})
+		return b.httpDoor(ctx, b.demoDoor())
 	}
-	url := "http://" + b.pusher.HTTPAddr() + "/v1/push"
-	if err := b.httpDoor(ctx, door{kind: doorSingle, url: url, key: b.apiKey, batch: 1}); err != nil {
+	base := "http://" + b.pusher.HTTPAddr()
+	single := door{kind: doorSingle, url: base + "/v1/push", warm: base + "/healthz", key: b.apiKey, batch: 1}
+	if err := b.httpDoor(ctx, single); err != nil {
 		return err
 	}
-	return b.httpDoor(ctx, door{kind: doorBatch, url: url, key: b.apiKey, batch: b.cfg.httpBatch})
+	batch := single
+	batch.kind, batch.batch = doorBatch, b.cfg.httpBatch
+	return b.httpDoor(ctx, batch)
+}
+
+// demoDoor is the demo's /send; its /metrics warms the connections.
+func (b *bench) demoDoor() door {
+	base := "http://" + b.demo.addr
+	return door{kind: doorSend, url: base + "/send", warm: base + "/metrics", batch: 1}
 }
 
 // httpDoor runs one door of the http phase and reports it under
@@ -40,7 +49,10 @@ func (b *bench) httpDoor(ctx context.Context, d door) error {
 		what = "/send, one message a request"
 	}
 	phase := "http " + key[len("http_"):]
-	pool := newHTTPPool(ctx, d, uids, b.cfg.httpPublishers, b.cfg.httpPublishers)
+	pool, err := newHTTPPool(ctx, d, uids, b.cfg.httpPublishers, b.cfg.httpPublishers)
+	if err != nil {
+		return err
+	}
 	defer pool.close()
 	if err := b.beginPhase(ctx, "http", m); err != nil {
 		return err

@@ -24,6 +24,10 @@ const (
 	rawPullMax = 10000
 	// rawMaxAckPending matches pusher's default for its consumer.
 	rawMaxAckPending = 65536
+	// floorIdle is how long the floor phase first measures pusher doing
+	// nothing (its connections open), so the floor's share of idle cost
+	// is known.
+	floorIdle = 3 * time.Second
 )
 
 // jsRig is JetStream without pusher: a file stream of the bench's own on
@@ -176,10 +180,18 @@ func (b *bench) phaseFloor(ctx context.Context) error {
 	}
 	defer r.close(b)
 	tmpl := newPayload(b.cfg.payload)
+	i0, err := b.cpuSnapshot()
+	if err != nil {
+		return err
+	}
+	if err := sleepCtx(ctx, floorIdle); err != nil {
+		return err
+	}
 	c0, err := b.cpuSnapshot()
 	if err != nil {
 		return err
 	}
+	idle := (c0.pusher - i0.pusher).Seconds() / wallOf(i0, c0, b.ticks) // cores
 	start := time.Now().Add(20 * time.Millisecond).UnixNano()
 	lags, err := pace(ctx, n, rate, start, func(i int, intended int64) error {
 		data := slices.Clone(tmpl)
@@ -205,8 +217,8 @@ func (b *bench) phaseFloor(ctx context.Context) error {
 	floor := us(c1.pusher-c0.pusher) / float64(n)
 	b.res.add(metric{Name: "lowrate_jetstream_floor_cpu_us_per_msg", Label: "lowrate: JetStream floor at " + at + ", pusher process CPU per message",
 		Value: floor, Unit: "µs", prec: 2,
-		Extra: fmt.Sprintf("stream %s, async publish + acking pull consumer in the bench, no WebSocket; %.1f%% of a core; publisher late p99 %.3f ms",
-			floorStream, 100*(c1.pusher-c0.pusher).Seconds()/wall.Seconds(), ms(pct(lags, 0.99)))})
+		Extra: fmt.Sprintf("stream %s, async publish + acking pull consumer in the bench, no WebSocket; %.1f%% of a core, of which pusher idle %.1f%% (%.2f µs/msg); publisher late p99 %.3f ms",
+			floorStream, 100*(c1.pusher-c0.pusher).Seconds()/wall.Seconds(), 100*idle, 1e6*idle/float64(rate), ms(pct(lags, 0.99)))})
 	if own, ok := b.res.get("latency_cpu_us_per_msg"); ok && floor > 0 {
 		b.res.add(metric{Name: "lowrate_pusher_above_floor_us_per_msg", Label: "lowrate: pusher above the JetStream floor at " + at + ", CPU per message",
 			Value: own - floor, Unit: "µs", prec: 2, Extra: fmt.Sprintf("pusher %.2f − floor %.2f µs (latency phase − this one)", own, floor)})

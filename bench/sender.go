@@ -53,8 +53,11 @@ type sender interface {
 // at most maxPending queued.
 func (b *bench) newSender(ctx context.Context, name string, maxPending int, uids []string) (sender, error) {
 	if b.demo != nil {
-		d := door{kind: doorSend, url: "http://" + b.demo.addr + "/send", batch: 1}
-		return newHTTPPool(ctx, d, uids, b.cfg.httpPublishers, maxPending), nil
+		p, err := newHTTPPool(ctx, b.demoDoor(), uids, b.cfg.httpPublishers, maxPending)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
 	}
 	return newJSSender(b.natsURL(), name, maxPending, uids, b.cfg.stall)
 }
@@ -136,6 +139,7 @@ const (
 type door struct {
 	kind  doorKind
 	url   string
+	warm  string // a cheap GET on the same server, to open each connection before the phase
 	key   string // bearer API key; "" sends none
 	batch int    // messages per request
 }
@@ -259,21 +263,35 @@ type httpPool struct {
 	durations [][]int64 // per worker: each request's duration, ns; read after the workers ended
 }
 
-func newHTTPPool(ctx context.Context, d door, uids []string, workers, queue int) *httpPool {
+// newHTTPPool starts workers, each of which first opens its connection
+// with a GET of d.warm, and returns once they all have.
+func newHTTPPool(ctx context.Context, d door, uids []string, workers, queue int) (*httpPool, error) {
 	p := &httpPool{door: d, uids: uids, jobs: make(chan httpJob, queue), durations: make([][]int64, workers)}
 	p.ctx, p.cancel = context.WithCancel(ctx)
+	warmed := make(chan error, workers)
 	for i := range workers {
 		p.wg.Add(1)
-		go p.work(i)
+		go p.work(i, warmed)
 	}
-	return p
+	var errs []error
+	for range workers {
+		errs = append(errs, <-warmed)
+	}
+	if err := errors.Join(errs...); err != nil {
+		p.close()
+		return nil, fmt.Errorf("open %d connections to %s: %w", workers, d.warm, err)
+	}
+	return p, nil
 }
 
-func (p *httpPool) work(i int) {
+// work sends the jobs' requests over one keep-alive connection, opened
+// by a GET of the door's warm URL, whose outcome goes to warmed.
+func (p *httpPool) work(i int, warmed chan<- error) {
 	defer p.wg.Done()
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
 	defer tr.CloseIdleConnections() // no idle connection outlives the phase on the server
 	cl := &http.Client{Transport: tr, Timeout: httpRequestTimeout}
+	warmed <- p.get(cl, p.door.warm)
 	var buf bytes.Buffer
 	for job := range p.jobs {
 		if p.ctx.Err() != nil || p.noBatch.Load() != nil {
@@ -319,6 +337,24 @@ func (p *httpPool) work(i int) {
 			p.firstRej.CompareAndSwap(nil, &rejection)
 		}
 	}
+}
+
+// get fetches url and reads the answer, which must be 200.
+func (p *httpPool) get(cl *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(p.ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, httpMaxAnswer))
+	_ = resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return err
 }
 
 func (p *httpPool) fail(n int, err error) {

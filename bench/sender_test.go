@@ -105,6 +105,9 @@ func TestHTTPPoolCountsABatchServersAnswers(t *testing.T) {
 	const key = "k3y"
 	var seq atomic.Uint64
 	withBatch := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			return // the warm-up
+		}
 		if r.Header.Get("Authorization") != "Bearer "+key || r.Header.Get("Content-Type") != "application/json" {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
@@ -132,6 +135,9 @@ func TestHTTPPoolCountsABatchServersAnswers(t *testing.T) {
 	}))
 	defer withBatch.Close()
 	without := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			return
+		}
 		_, _ = io.Copy(io.Discard, r.Body)
 		http.Error(w, `{"error":"body must be a JSON object"}`, http.StatusBadRequest)
 	}))
@@ -151,7 +157,10 @@ func TestHTTPPoolCountsABatchServersAnswers(t *testing.T) {
 		}
 	}
 	uids := uidRange("b", 10)
-	p := newHTTPPool(context.Background(), door{kind: doorBatch, url: withBatch.URL, key: key, batch: 10}, uids, 4, 4)
+	p, err := newHTTPPool(context.Background(), door{kind: doorBatch, url: withBatch.URL, warm: withBatch.URL, key: key, batch: 10}, uids, 4, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	submit(p, 20, 10)
 	if err := p.finish(context.Background()); err != nil {
 		t.Fatal(err)
@@ -164,7 +173,10 @@ func TestHTTPPoolCountsABatchServersAnswers(t *testing.T) {
 		t.Errorf("%d request times, want 20", got)
 	}
 
-	p = newHTTPPool(context.Background(), door{kind: doorBatch, url: without.URL, key: key, batch: 10}, uids, 4, 4)
+	p, err = newHTTPPool(context.Background(), door{kind: doorBatch, url: without.URL, warm: without.URL, key: key, batch: 10}, uids, 4, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for r := 0; r < 20 && p.noBatch.Load() == nil; r++ {
 		submit(p, 1, 10)
 	}
