@@ -24,10 +24,10 @@ const (
 	rawPullMax = 10000
 	// rawMaxAckPending matches pusher's default for its consumer.
 	rawMaxAckPending = 65536
-	// floorIdle is how long the floor phase first measures pusher doing
+	// floorIdleSample is how long the floor first measures pusher doing
 	// nothing (its connections open), so the floor's share of idle cost
 	// is known.
-	floorIdle = 3 * time.Second
+	floorIdleSample = 3 * time.Second
 )
 
 // jsRig is JetStream without pusher: a file stream of the bench's own on
@@ -164,68 +164,116 @@ func (r *jsRig) close(b *bench) {
 	r.pubNC.Close()
 }
 
-// phaseFloor is the lowrate phase's JetStream floor: the same fixed rate
-// and duration as the latency phase, paced the same way, into a stream of
-// its own with an acking consumer in the bench and no WebSocket. Pusher's
-// process CPU per message over it (the embedded NATS runs there) is what
-// JetStream alone costs at that rate, next to pusher's own CPU per
-// message at that rate from the latency phase just before, on the same
-// process with the same connections open.
-func (b *bench) phaseFloor(ctx context.Context) error {
-	rate := b.cfg.rate
-	n := int(int64(rate) * int64(b.cfg.latencyDur) / int64(time.Second))
-	r, err := b.openRig(ctx, floorStream, floorSubjects, n, 65536)
-	if err != nil {
-		return err
-	}
-	defer r.close(b)
-	tmpl := newPayload(b.cfg.payload)
+// The lowrate phase's JetStream floor: the fixed rate of the latency
+// phase, paced the same way, into a stream of its own with an acking
+// consumer in the bench and no WebSocket, on the same pusher process with
+// the same connections open. Pusher's process CPU per message over it
+// (the embedded NATS runs there) is what JetStream alone costs at that
+// rate, next to pusher's own CPU per message at that rate from the
+// latency phase. At a low rate both depend on how busy the machine is, so
+// the floor runs in two halves of half the latency phase's duration,
+// just before it and just after it: together they see the machine as
+// the latency phase did, and the two halves show how much it moved.
+
+// floorHalf is what one half of the floor measured.
+type floorHalf struct {
+	n      int
+	cpu    time.Duration // pusher's, over the paced publishing
+	wall   time.Duration
+	lagP99 int64 // how late the pacer was, ns
+}
+
+// phaseFloorBefore runs the floor's first half, after a short idle
+// sample of pusher with its connections open.
+func (b *bench) phaseFloorBefore(ctx context.Context) error {
 	i0, err := b.cpuSnapshot()
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, floorIdle); err != nil {
+	if err := sleepCtx(ctx, floorIdleSample); err != nil {
 		return err
 	}
-	c0, err := b.cpuSnapshot()
+	i1, err := b.cpuSnapshot()
 	if err != nil {
 		return err
 	}
-	idle := (c0.pusher - i0.pusher).Seconds() / wallOf(i0, c0, b.ticks) // cores
+	b.floorIdle = (i1.pusher - i0.pusher).Seconds() / wallOf(i0, i1, b.ticks)
+	h, err := b.floorRun(ctx, "before")
+	b.floorBefore = &h
+	return err
+}
+
+// phaseFloorAfter runs the second half and reports the floor, and pusher
+// above it.
+func (b *bench) phaseFloorAfter(ctx context.Context) error {
+	a, err := b.floorRun(ctx, "after")
+	if err != nil {
+		return err
+	}
+	bf := b.floorBefore
+	if bf == nil {
+		return errors.New("the floor's first half did not run")
+	}
+	rate := b.cfg.rate
+	n := bf.n + a.n
+	per := func(h floorHalf) float64 { return us(h.cpu) / float64(h.n) }
+	floor := us(bf.cpu+a.cpu) / float64(n)
+	at := comma(float64(rate), 0) + " msgs/s"
+	b.res.add(metric{Name: "lowrate_jetstream_floor_cpu_us_per_msg", Label: "lowrate: JetStream floor at " + at + ", pusher process CPU per message",
+		Value: floor, Unit: "µs", prec: 2,
+		Extra: fmt.Sprintf("stream %s, acking pull consumer in the bench, no WebSocket; %.2f µs before the latency phase, %.2f after; %.1f%% of a core, pusher idle %.1f%%; publisher late p99 %.3f ms",
+			floorStream, per(*bf), per(a), 100*(bf.cpu+a.cpu).Seconds()/(bf.wall+a.wall).Seconds(), 100*b.floorIdle, ms(max(bf.lagP99, a.lagP99)))})
+	b.res.add(metric{Name: "lowrate_jetstream_floor_before_cpu_us_per_msg", Value: per(*bf), Unit: "µs", hidden: true})
+	b.res.add(metric{Name: "lowrate_jetstream_floor_after_cpu_us_per_msg", Value: per(a), Unit: "µs", hidden: true})
+	b.res.add(metric{Name: "lowrate_pusher_idle_cpu_pct", Value: 100 * b.floorIdle, Unit: "% of a core", hidden: true})
+	if own, ok := b.res.get("latency_cpu_us_per_msg"); ok && floor > 0 {
+		b.res.add(metric{Name: "lowrate_pusher_above_floor_us_per_msg", Label: "lowrate: pusher above the JetStream floor at " + at + ", CPU per message",
+			Value: own - floor, Unit: "µs", prec: 2, Extra: fmt.Sprintf("pusher %.2f (latency phase) − floor %.2f µs", own, floor)})
+		b.res.add(metric{Name: "lowrate_pusher_to_floor_ratio", Label: "lowrate: pusher / JetStream floor, CPU per message at " + at,
+			Value: own / floor, Unit: "ratio", prec: 2, Extra: fmt.Sprintf("%.2f / %.2f µs", own, floor)})
+	}
+	b.logf("jetstream floor: %d msgs at %d/s: %.2f µs pusher CPU/msg (before %.2f, after %.2f)", n, rate, floor, per(*bf), per(a))
+	return nil
+}
+
+// floorRun publishes half the latency phase's messages at its rate into
+// the floor's stream and measures pusher's CPU over them.
+func (b *bench) floorRun(ctx context.Context, half string) (floorHalf, error) {
+	rate := b.cfg.rate
+	h := floorHalf{n: max(1, int(int64(rate)*int64(b.cfg.latencyDur)/int64(time.Second)/2))}
+	r, err := b.openRig(ctx, floorStream, floorSubjects, h.n, 65536)
+	if err != nil {
+		return h, err
+	}
+	defer r.close(b)
+	tmpl := newPayload(b.cfg.payload)
+	c0, err := b.cpuSnapshot()
+	if err != nil {
+		return h, err
+	}
 	start := time.Now().Add(20 * time.Millisecond).UnixNano()
-	lags, err := pace(ctx, n, rate, start, func(i int, intended int64) error {
+	lags, err := pace(ctx, h.n, rate, start, func(i int, intended int64) error {
 		data := slices.Clone(tmpl)
 		encodePayload(data, intended, uint64(i), tagFloor)
 		return r.publish(i, data, b.cfg.stall)
 	})
 	if err != nil {
-		return err
+		return h, err
 	}
 	if err := r.waitAcked(ctx, b.cfg.stall); err != nil {
-		return err
+		return h, err
 	}
 	c1, err := b.cpuSnapshot()
 	if err != nil {
-		return err
+		return h, err
 	}
-	wall := time.Duration(time.Now().UnixNano() - start)
+	h.wall = time.Duration(time.Now().UnixNano() - start)
 	if err := r.check(b.cfg.stall); err != nil {
-		return err
+		return h, err
 	}
+	h.cpu = c1.pusher - c0.pusher
 	slices.Sort(lags)
-	at := comma(float64(rate), 0) + " msgs/s"
-	floor := us(c1.pusher-c0.pusher) / float64(n)
-	b.res.add(metric{Name: "lowrate_jetstream_floor_cpu_us_per_msg", Label: "lowrate: JetStream floor at " + at + ", pusher process CPU per message",
-		Value: floor, Unit: "µs", prec: 2,
-		Extra: fmt.Sprintf("stream %s, async publish + acking pull consumer in the bench, no WebSocket; %.1f%% of a core, of which pusher idle %.1f%% (%.2f µs/msg); publisher late p99 %.3f ms",
-			floorStream, 100*(c1.pusher-c0.pusher).Seconds()/wall.Seconds(), 100*idle, 1e6*idle/float64(rate), ms(pct(lags, 0.99)))})
-	if own, ok := b.res.get("latency_cpu_us_per_msg"); ok && floor > 0 {
-		b.res.add(metric{Name: "lowrate_pusher_above_floor_us_per_msg", Label: "lowrate: pusher above the JetStream floor at " + at + ", CPU per message",
-			Value: own - floor, Unit: "µs", prec: 2, Extra: fmt.Sprintf("pusher %.2f − floor %.2f µs (latency phase − this one)", own, floor)})
-		b.res.add(metric{Name: "lowrate_pusher_to_floor_ratio", Label: "lowrate: pusher / JetStream floor, CPU per message at " + at,
-			Value: own / floor, Unit: "ratio", prec: 2, Extra: fmt.Sprintf("%.2f / %.2f µs", own, floor)})
-	}
-	b.machineRow("lowrate_floor_machine_cpu_busy_pct", "JetStream floor", c0, c1)
-	b.logf("jetstream floor: %d msgs at %d/s: %.2f µs pusher CPU/msg", n, rate, floor)
-	return nil
+	h.lagP99 = pct(lags, 0.99)
+	b.machineRow("lowrate_floor_"+half+"_machine_cpu_busy_pct", "JetStream floor ("+half+" latency)", c0, c1)
+	return h, nil
 }

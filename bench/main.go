@@ -227,6 +227,10 @@ type bench struct {
 	// of a pusher; demoInfo describes its binary.
 	demo     *demoProc
 	demoInfo string
+	// The lowrate floor's first half, and pusher idle in cores, until
+	// the second half reports them.
+	floorBefore *floorHalf
+	floorIdle   float64
 
 	res       results
 	loadStart string   // /proc/loadavg when the run started
@@ -319,8 +323,9 @@ func (b *bench) singleSteps() []step {
 		{"start", b.start},
 		{"jetstream ceiling", b.phaseRaw},
 		{"throughput", b.phaseThroughput},
+		{"lowrate: jetstream floor, before", b.phaseFloorBefore},
 		{"latency", b.phaseLatency},
-		{"lowrate: jetstream floor", b.phaseFloor},
+		{"lowrate: jetstream floor, after", b.phaseFloorAfter},
 		{"http", b.phaseHTTP},
 	}
 	if b.cfg.demoBin != "" {
