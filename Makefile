@@ -2,6 +2,9 @@
 GO        ?= go
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
+# DEMO_BIN: the original demo's binary (BENCHMARKS.md says how to build it);
+# when set, `make bench` also runs it side by side with pusher.
+DEMO_BIN  ?=
 # Fuzz targets as package:Name; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := \
 	./auth:FuzzVerify ./auth:FuzzTokenFromRequest ./auth:FuzzJWKS \
@@ -91,8 +94,8 @@ bench-micro: ## Go micro-benchmarks of the hot paths (hub, dispatch, frame write
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
 .PHONY: bench-system
-bench-system: ## pusher as its own process vs the raw JetStream ceiling, in one run (BENCHFLAGS=--quick for a smoke run)
-	$(GO) run ./bench $(BENCHFLAGS)
+bench-system: ## pusher as its own process vs the raw JetStream ceiling and floor, in one run (BENCHFLAGS=--quick for a smoke run; DEMO_BIN=path adds the original demo)
+	$(GO) run ./bench $(if $(DEMO_BIN),--demo-bin $(DEMO_BIN)) $(BENCHFLAGS)
 
 .PHONY: bench-cluster
 bench-cluster: ## 3-node NATS cluster with 1 then 3 pusher nodes, 15,000 connections per node, in one run

@@ -10,13 +10,16 @@ package main
 //	                              PREFIX+K goes to --url's (K mod n)th URL
 //	                              -> ok dial OK FAILED START_NS END_NS FIRST_ERROR
 //	phase KIND SIZE               start counting a phase (idle, throughput,
-//	                              latency) of SIZE messages -> ok phase
+//	                              latency, http) of SIZE messages -> ok phase
 //	report                        -> lat SEQ:NS SEQ:NS ... (latency phase), then
 //	                              ok rep UNIQUE DUP BAD LAST_RECV_NS SAMPLES DROPPED FIRST_DROP
 //	close                         close every connection with 1000 -> ok closed N
 //	quit                          close and exit
 //
-// While a throughput or latency phase runs, "c UNIQUE" is written every
+// With --token-query the token goes in the URL (?token=), as the original
+// demo wants it, instead of an Authorization header.
+//
+// While a throughput, latency or http phase runs, "c UNIQUE" is written every
 // countInterval when the count changed. Errors answer "err TEXT".
 
 import (
@@ -81,6 +84,8 @@ func newPhaseState(kind string, size uint64) (*phaseState, error) {
 	case "idle":
 	case "throughput":
 		st.tag = tagThroughput
+	case "http":
+		st.tag = tagHTTP
 	case "latency":
 		st.tag = tagLatency
 		st.samples = make([]int64, 0, size)
@@ -125,6 +130,9 @@ type client struct {
 	srcs   []net.IP
 	secret []byte
 	v1     bool // speak pusher.v1: unwrap each envelope and ack it
+	// tokenQuery puts the token in the URL's query (?token=) instead of
+	// an Authorization header: the original demo reads it only there.
+	tokenQuery bool
 
 	outMu sync.Mutex
 	out   *bufio.Writer
@@ -146,6 +154,7 @@ func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
 	url := fs.String("url", "", "ws:// URL of pusher's /ws; comma-separated for several nodes")
 	src := fs.String("src", "127.0.0.1", "comma-separated local source addresses")
 	protocol := fs.String("protocol", "", `"v1" to speak pusher.v1 (envelopes, an ack per message); "" for raw frames`)
+	tokenQuery := fs.Bool("token-query", false, "send the token as ?token= in the URL instead of an Authorization header (the original demo)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -158,7 +167,7 @@ func runClient(args []string, stdin io.Reader, stdout io.Writer) int {
 		fmt.Fprintf(os.Stderr, "bench client: --protocol %q: want v1 or nothing\n", *protocol)
 		return 2
 	}
-	c := &client{id: *id, urls: strings.Split(*url, ","), secret: []byte(secret), v1: *protocol == "v1", out: bufio.NewWriterSize(stdout, 64<<10)}
+	c := &client{id: *id, urls: strings.Split(*url, ","), secret: []byte(secret), v1: *protocol == "v1", tokenQuery: *tokenQuery, out: bufio.NewWriterSize(stdout, 64<<10)}
 	for _, s := range strings.Split(*src, ",") {
 		ip := net.ParseIP(strings.TrimSpace(s))
 		if ip == nil {
@@ -332,8 +341,11 @@ func (c *client) dial(ctx context.Context, n int, prefix string, first, parallel
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				h := http.Header{"Authorization": {"Bearer " + tokens[i]}}
-				conn, resp, err := dialers[i%len(dialers)].DialContext(ctx, c.urls[(first+i)%len(c.urls)], h)
+				u, h := c.urls[(first+i)%len(c.urls)], http.Header{"Authorization": {"Bearer " + tokens[i]}}
+				if c.tokenQuery {
+					u, h = u+"?token="+tokens[i], nil
+				}
+				conn, resp, err := dialers[i%len(dialers)].DialContext(ctx, u, h)
 				if resp != nil && resp.Body != nil {
 					_ = resp.Body.Close()
 				}

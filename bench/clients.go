@@ -35,14 +35,16 @@ type clientProc struct {
 	stderr *tailBuffer
 }
 
-// startClient re-executes this binary in client mode.
-func startClient(id int, wsURL string, srcs []string, secret, protocol string, progress chan<- struct{}) (*clientProc, error) {
+// startClient re-executes this binary in client mode; tokenQuery puts
+// the tokens in the URL (the original demo) instead of a header.
+func startClient(id int, wsURL string, srcs []string, secret, protocol string, tokenQuery bool, progress chan<- struct{}) (*clientProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	c := &clientProc{id: id, lines: make(chan string, 1024), exited: make(chan struct{}), stderr: &tailBuffer{max: 4096}}
-	c.cmd = exec.Command(exe, "client", "--id", strconv.Itoa(id), "--url", wsURL, "--src", strings.Join(srcs, ","), "--protocol", protocol)
+	c.cmd = exec.Command(exe, "client", "--id", strconv.Itoa(id), "--url", wsURL, "--src", strings.Join(srcs, ","), "--protocol", protocol,
+		"--token-query="+strconv.FormatBool(tokenQuery))
 	c.cmd.Env = append(harness.CleanEnv(), "BENCH_JWT_SECRET="+secret)
 	c.cmd.Stderr = c.stderr
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -70,6 +71,12 @@ type config struct {
 	gcWait       time.Duration
 	pprofAddr    string
 
+	// The http phase and the original demo (--demo-bin).
+	httpMessages   int
+	httpPublishers int
+	httpBatch      int
+	demoBin        string
+
 	// Cluster mode (--cluster).
 	cluster     bool
 	burstMsgs   int
@@ -98,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "usage: go run ./bench [flags]\n\nEnd-to-end benchmark of pusher; see BENCHMARKS.md.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	fs.BoolVar(&c.quick, "quick", false, "smoke run: 200 connections, 20k messages, 3s latency, 2,000 idle connections (per node with --cluster), 10k burst messages to 300 uids, no GC wait (explicit flags still win)")
+	fs.BoolVar(&c.quick, "quick", false, "smoke run: 200 connections, 20k messages, 3s latency (and JetStream floor), 5k http messages per door, 2,000 idle connections (per node with --cluster), 10k burst messages to 300 uids, no GC wait (explicit flags still win)")
 	fs.IntVar(&c.messages, "messages", 300000, "messages in the throughput phase and in the raw JetStream phase")
 	fs.IntVar(&c.window, "window", 4000, "closed loop: most messages outstanding between publish and receipt")
 	fs.IntVar(&c.conns, "conns", 1000, "connections (one uid each) in the throughput and latency phases")
@@ -115,6 +122,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort the whole run after this long")
 	fs.DurationVar(&c.gcWait, "gc-wait", 150*time.Second, "connection phase: wait this long at most for pusher's next GC before the final RSS reading (Go forces one every 2 minutes); 0 skips; with --cluster 0 unless given")
 	fs.DurationVar(&c.stall, "stall-timeout", 15*time.Second, "fail a phase when nothing progresses for this long")
+	fs.IntVar(&c.httpMessages, "http-messages", 50000, "http phase: messages per door (POST /v1/push single and batch; the demo's /send); the batch rounds up to whole requests")
+	fs.IntVar(&c.httpPublishers, "http-publishers", 32, "http phase, and the demo's publisher in every phase: concurrent HTTP publishers, one keep-alive connection each")
+	fs.IntVar(&c.httpBatch, "http-batch", 100, "http phase: messages per POST /v1/push batch request")
+	fs.StringVar(&c.demoBin, "demo-bin", "", "the original demo's binary (github.com/eleven26/go-pusher; BENCHMARKS.md says how to build it): run its throughput, 5,000 msgs/s and http phases in the same run and report pusher/demo ratios; without it they are skipped")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve pusher's pprof here (PUSHER_PPROF_ADDR), to profile it during a phase; the benchmark does not read it")
 	fs.BoolVar(&c.cluster, "cluster", false, "cluster mode: pusher nodes against a 3-server NATS cluster (one node, three nodes, --idle-conns per node); see BENCHMARKS.md")
 	fs.IntVar(&c.burstMsgs, "burst-messages", 50000, "cluster mode: messages in the burst with every idle connection open")
@@ -140,6 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			"messages":         func() { c.messages = 20000 },
 			"conns":            func() { c.conns = 200 },
 			"latency-duration": func() { c.latencyDur = 3 * time.Second },
+			"http-messages":    func() { c.httpMessages = 5000 },
 			"idle-conns":       func() { c.idleConns = 2000 },
 			"gc-wait":          func() { c.gcWait = 0 },
 			"burst-messages":   func() { c.burstMsgs = 10000 },
@@ -152,12 +164,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	switch {
-	case c.messages < 1 || c.window < 1 || c.conns < 1 || c.rate < 1 || c.idleConns < 1 || c.clients < 1 || c.dialParallel < 1:
+	case c.messages < 1 || c.window < 1 || c.conns < 1 || c.rate < 1 || c.idleConns < 1 || c.clients < 1 || c.dialParallel < 1 ||
+		c.httpMessages < 1 || c.httpPublishers < 1 || c.httpBatch < 1:
 		return c, usageError{errors.New("counts must be positive")}
 	case c.payload < minPayload:
 		return c, usageError{fmt.Errorf("--payload %d: want at least %d", c.payload, minPayload)}
 	case c.latencyDur <= 0:
 		return c, usageError{errors.New("--latency-duration must be positive")}
+	case c.cluster && c.demoBin != "":
+		return c, usageError{errors.New("--demo-bin is for the single-node run, not --cluster")}
 	}
 	idleTotal := c.idleConns
 	if c.cluster {
@@ -191,6 +206,7 @@ type bench struct {
 	stderr  io.Writer
 	tmp     string
 	secret  string
+	apiKey  string // PUSHER_API_KEY of every single-node pusher (the http phase)
 	bin     string
 	ticks   float64
 	started time.Time
@@ -207,10 +223,19 @@ type bench struct {
 	natsVersion string           // cluster mode: nats-server --version
 	clients     []*clientProc
 	progress    chan struct{} // signalled when a client reports a count
+	// demo is the original demo while its phases run (useDemo), instead
+	// of a pusher; demoInfo describes its binary.
+	demo     *demoProc
+	demoInfo string
+	// The lowrate floor's first half, and pusher idle in cores, until
+	// the second half reports them.
+	floorBefore *floorHalf
+	floorIdle   float64
 
-	res     results
-	notes   []string // observations about pusher itself
-	command string
+	res       results
+	loadStart string   // /proc/loadavg when the run started
+	notes     []string // observations about pusher itself
+	command   string
 	// confirm is PUSHER_DELIVERY_CONFIRM for the next pusher started;
 	// empty: pusher's default (pong).
 	confirm string
@@ -235,11 +260,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		command:  "go run ./bench " + strings.Join(args, " "),
 	}
 	b.command = strings.TrimSpace(b.command)
+	b.loadStart = loadAvg()
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return err
 	}
 	b.secret = hex.EncodeToString(secret)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	b.apiKey = hex.EncodeToString(secret)
 	if b.tmp, err = os.MkdirTemp("", "pusher-bench-"); err != nil {
 		return err
 	}
@@ -268,25 +298,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}()
 
-	steps := []step{
-		{"build", b.build},
-		{"start", b.start},
-		{"jetstream ceiling", b.phaseRaw},
-		{"throughput", b.phaseThroughput},
-		{"latency", b.phaseLatency},
-		{"pusher.v1", b.useV1},
-		{"throughput [v1]", b.phaseThroughput},
-		{"latency [v1]", b.phaseLatency},
-		{"write mode", b.useWriteMode},
-		{"throughput [write]", b.phaseThroughput},
-		{"latency [write]", b.phaseLatency},
-		{"pong vs write, v1 vs raw", b.compareModes},
-		{"connections", b.phaseConnections},
-		{"presence off", b.usePresenceOff},
-		{"connections [nopresence]", b.phaseConnections},
-		{"presence on vs off", b.comparePresence},
-		{"stop", b.finish},
-	}
+	steps := b.singleSteps()
 	if cfg.cluster {
 		steps = b.clusterSteps()
 	}
@@ -303,13 +315,64 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return b.print()
 }
 
+// singleSteps is the single-node run: one pusher with its embedded NATS,
+// and the original demo when --demo-bin names it.
+func (b *bench) singleSteps() []step {
+	steps := []step{
+		{"build", b.build},
+		{"start", b.start},
+		{"jetstream ceiling", b.phaseRaw},
+		{"throughput", b.phaseThroughput},
+		{"lowrate: jetstream floor, before", b.phaseFloorBefore},
+		{"latency", b.phaseLatency},
+		{"lowrate: jetstream floor, after", b.phaseFloorAfter},
+		{"http", b.phaseHTTP},
+	}
+	if b.cfg.demoBin != "" {
+		// Right after pusher's, so both see the machine in the same state.
+		steps = append(steps, []step{
+			{"demo", b.useDemo},
+			{"throughput [demo]", b.phaseThroughput},
+			{"latency [demo]", b.phaseLatency},
+			{"http [demo]", b.phaseHTTP},
+			{"pusher vs demo", b.compareDemo},
+		}...)
+	} else {
+		b.notes = append(b.notes, "the original demo's phases were skipped: no --demo-bin (BENCHMARKS.md says how to build it)")
+	}
+	return append(steps, []step{
+		{"pusher.v1", b.useV1},
+		{"throughput [v1]", b.phaseThroughput},
+		{"latency [v1]", b.phaseLatency},
+		{"write mode", b.useWriteMode},
+		{"throughput [write]", b.phaseThroughput},
+		{"latency [write]", b.phaseLatency},
+		{"pong vs write, v1 vs raw", b.compareModes},
+		{"connections", b.phaseConnections},
+		{"presence off", b.usePresenceOff},
+		{"connections [nopresence]", b.phaseConnections},
+		{"presence on vs off", b.comparePresence},
+		{"stop", b.finish},
+	}...)
+}
+
 func (b *bench) logf(format string, a ...any) {
 	fmt.Fprintf(b.stderr, "bench %6.1fs: %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, a...))
 }
 
 // build compiles pusher from the module root (without -race), unless
-// --pusher-bin names a binary.
+// --pusher-bin names a binary, and checks --demo-bin.
 func (b *bench) build(ctx context.Context) error {
+	if b.cfg.demoBin != "" {
+		bin, err := filepath.Abs(b.cfg.demoBin)
+		if err == nil {
+			_, err = os.Stat(bin)
+		}
+		if err != nil {
+			return fmt.Errorf("--demo-bin: %w", err)
+		}
+		b.cfg.demoBin, b.demoInfo = bin, demoVersion(bin)
+	}
 	if b.cfg.pusherBin != "" {
 		if _, err := os.Stat(b.cfg.pusherBin); err != nil {
 			return err
@@ -340,7 +403,11 @@ func (b *bench) startClients() error {
 		for j := range srcs {
 			srcs[j] = fmt.Sprintf("127.0.0.%d", 2+i*srcsPerClient+j)
 		}
-		c, err := startClient(i, b.wsURLs(), srcs, b.secret, b.protocol, b.progress)
+		secret := b.secret
+		if b.demo != nil {
+			secret = demoSecret
+		}
+		c, err := startClient(i, b.wsURLs(), srcs, secret, b.protocol, b.demo != nil, b.progress)
 		if err != nil {
 			return err
 		}
@@ -350,9 +417,9 @@ func (b *bench) startClients() error {
 }
 
 // pusherConfig is the single-node pusher's: embedded NATS on a reserved
-// port, and pprof if asked for.
+// port, the HTTP door open with b.apiKey, and pprof if asked for.
 func (b *bench) pusherConfig() harness.PusherConfig {
-	cfg := harness.PusherConfig{Env: map[string]string{}}
+	cfg := harness.PusherConfig{Env: map[string]string{"PUSHER_API_KEY": b.apiKey}}
 	if b.cfg.pprofAddr != "" {
 		cfg.Env["PUSHER_PPROF_ADDR"] = b.cfg.pprofAddr
 	}
@@ -386,9 +453,9 @@ func (b *bench) usePresenceOff(context.Context) error {
 func (b *bench) comparePresence(context.Context) error {
 	b.presenceOff, b.res.variant = false, ""
 	b.ratios([]ratioRow{
-		{"connect_rate_per_s", "", "nopresence", "presence on / off: connect rate", "conns/s", 0},
-		{"server_cpu_us_per_connect", "", "nopresence", "presence on / off: server CPU per connect", "µs", 0},
-		{"rss_kib_per_idle_conn", "", "nopresence", "presence on / off: RSS per idle connection", "KiB", 0},
+		{name: "connect_rate_per_s", b: "nopresence", label: "presence on / off: connect rate", unit: "conns/s"},
+		{name: "server_cpu_us_per_connect", b: "nopresence", label: "presence on / off: server CPU per connect", unit: "µs"},
+		{name: "rss_kib_per_idle_conn", b: "nopresence", label: "presence on / off: RSS per idle connection", unit: "KiB"},
 	})
 	return nil
 }
@@ -407,32 +474,55 @@ func (b *bench) compareModes(context.Context) error {
 	b.confirm, b.res.variant = "", ""
 	at := fmt.Sprintf("at %s msgs/s", comma(float64(b.cfg.rate), 0))
 	b.ratios([]ratioRow{
-		{"server_cpu_us_per_msg", "", "write", "pong / write: server CPU per message, throughput", "µs", 1.15},
-		{"latency_cpu_us_per_msg", "", "write", "pong / write: server CPU per message " + at, "µs", 1.15},
-		{"server_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message, throughput", "µs", 0},
-		{"latency_cpu_us_per_msg", "v1", "", "pusher.v1 / raw: server CPU per message " + at, "µs", 0},
-		{"throughput_msgs_per_s", "v1", "", "pusher.v1 / raw: throughput", "msgs/s", 0},
-		{"latency_p99_ms", "v1", "", "pusher.v1 / raw: latency p99 " + at, "ms", 0},
+		{name: "server_cpu_us_per_msg", b: "write", label: "pong / write: server CPU per message, throughput", unit: "µs", target: 1.15},
+		{name: "latency_cpu_us_per_msg", b: "write", label: "pong / write: server CPU per message " + at, unit: "µs", target: 1.15},
+		{name: "server_cpu_us_per_msg", a: "v1", label: "pusher.v1 / raw: server CPU per message, throughput", unit: "µs"},
+		{name: "latency_cpu_us_per_msg", a: "v1", label: "pusher.v1 / raw: server CPU per message " + at, unit: "µs"},
+		{name: "throughput_msgs_per_s", a: "v1", label: "pusher.v1 / raw: throughput", unit: "msgs/s"},
+		{name: "latency_p99_ms", a: "v1", label: "pusher.v1 / raw: latency p99 " + at, unit: "ms"},
 	})
 	return nil
 }
 
-// restartPusher stops the current pusher and starts a fresh one on a new
-// data dir; the clients are restarted to point at it.
+// compareDemo puts pusher's figures next to the demo's from the same run,
+// with issue 15's targets and its earlier figures.
+func (b *bench) compareDemo(context.Context) error {
+	b.res.variant = ""
+	at := fmt.Sprintf("at %s msgs/s", comma(float64(b.cfg.rate), 0))
+	pubs := fmt.Sprintf("%d publishers", b.cfg.httpPublishers)
+	b.ratios([]ratioRow{
+		{name: "throughput_msgs_per_s", b: "demo", label: "pusher / demo: throughput, closed loop (pusher's publisher JetStream, the demo's HTTP /send)", unit: "msgs/s",
+			op: ">=", target: 1.5, before: "issue 15: 1.9"},
+		{name: "server_cpu_us_per_msg", b: "demo", label: "pusher / demo: server CPU per message, closed loop", unit: "µs", target: 1, before: "issue 15: 0.76"},
+		{name: "latency_cpu_us_per_msg", b: "demo", label: "pusher / demo: server CPU per message " + at, unit: "µs", target: 1, before: "issue 15: 1.48 (144 / 97 µs)"},
+		{name: "latency_p99_ms", b: "demo", label: "pusher / demo: latency p99 " + at, unit: "ms", target: 1, before: "issue 15: 0.93"},
+		{name: "latency_p50_ms", b: "demo", label: "pusher / demo: latency p50 " + at, unit: "ms"},
+		{name: "http_single_msgs_per_s", b: "demo", label: "pusher POST /v1/push / demo /send: messages/s, " + pubs, unit: "msgs/s",
+			op: ">=", target: 1, before: "issue 15: 0.43"},
+		{name: "http_single_cpu_us_per_msg", b: "demo", label: "pusher POST /v1/push / demo /send: server CPU per message", unit: "µs", target: 1.5, before: "issue 15: 3.1"},
+	})
+	return nil
+}
+
+// restartPusher stops the current pusher (or the demo) and starts a
+// fresh pusher on a new data dir; the clients are restarted to point at
+// it.
 func (b *bench) restartPusher(ctx context.Context) error {
 	for _, c := range b.clients {
 		c.stop()
 	}
 	b.clients = nil
-	old := b.pusher
-	b.pusher = nil
-	b.retired = append(b.retired, old)
-	if err := old.stop(); err != nil {
-		b.notes = append(b.notes, "graceful stop: "+err.Error())
-	} else {
-		b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
+	b.stopDemo()
+	if old := b.pusher; old != nil {
+		b.pusher = nil
+		b.retired = append(b.retired, old)
+		if err := old.stop(); err != nil {
+			b.notes = append(b.notes, "graceful stop: "+err.Error())
+		} else {
+			b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
+		}
+		_ = os.RemoveAll(old.dataDir)
 	}
-	_ = os.RemoveAll(old.dataDir)
 	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, b.pusherConfig())
 	if err != nil {
 		return err
@@ -448,6 +538,7 @@ func (b *bench) finish(context.Context) error {
 		c.stop()
 	}
 	b.clients = nil
+	b.stopDemo()
 	if b.pusher != nil {
 		p := b.pusher
 		b.pusher = nil
@@ -465,6 +556,9 @@ func (b *bench) finish(context.Context) error {
 // wsURLs is the comma-separated WebSocket URLs the clients dial: a client
 // connects the uid of global index k to the (k mod n)th.
 func (b *bench) wsURLs() string {
+	if b.demo != nil {
+		return "ws://" + b.demo.addr + "/ws"
+	}
 	var urls []string
 	for _, p := range b.livePushers() {
 		urls = append(urls, "ws://"+p.HTTPAddr()+"/ws")
@@ -531,6 +625,7 @@ func (b *bench) stopAll() {
 		c.stop()
 	}
 	b.clients = nil
+	b.stopDemo()
 	if b.pusher != nil {
 		if err := b.pusher.stop(); err != nil {
 			b.pusher.kill()
@@ -552,6 +647,9 @@ func (b *bench) dumpPartial() {
 		b.res.table(b.stderr)
 	}
 	for _, l := range b.res.logs {
+		fmt.Fprintln(b.stderr, "bench: "+l)
+	}
+	for _, l := range b.res.demoLogs {
 		fmt.Fprintln(b.stderr, "bench: "+l)
 	}
 	for _, l := range b.res.natsLogs {
@@ -602,23 +700,22 @@ func describeMachine() machine {
 // ratioRow is one figure of a variant over another's, both measured in
 // this run; a variant "" is the default configuration.
 type ratioRow struct {
-	name, a, b, label, unit string
-	target                  float64 // > 0: the ratio must be at most this
+	name, a, b  string // the metric, and the variants over each other
+	label, unit string
+	op          string  // with target: "<=" (when empty) or ">="
+	target      float64 // > 0: what the ratio must meet
+	before      string  // an earlier measurement, for the anchors column
 }
 
-// ratios adds each row's ratio, where both figures were measured.
+// ratios adds each row's ratio, where both figures were measured. The
+// default configuration is called pong in the ratio's name, presence
+// against nopresence, and pusher against the demo.
 func (b *bench) ratios(rows []ratioRow) {
 	key := func(name, v string) string {
 		if v == "" {
 			return name
 		}
 		return name + "_" + v
-	}
-	or := func(v, def string) string {
-		if v == "" {
-			return def
-		}
-		return v
 	}
 	for _, r := range rows {
 		x, ok1 := b.res.get(key(r.name, r.a))
@@ -627,13 +724,22 @@ func (b *bench) ratios(rows []ratioRow) {
 			continue
 		}
 		def := "pong"
-		if r.a == "" && r.b == "nopresence" {
+		switch {
+		case r.b == "nopresence":
 			def = "presence"
+		case r.b == "demo":
+			def = "pusher"
 		}
-		m := metric{Name: r.name + "_" + or(r.a, def) + "_to_" + or(r.b, def), Label: r.label, Value: x / y, Unit: "ratio", prec: 2,
-			Extra: fmt.Sprintf("%.2f / %.2f %s", x, y, r.unit)}
+		or := func(v string) string {
+			if v == "" {
+				return def
+			}
+			return v
+		}
+		m := metric{Name: r.name + "_" + or(r.a) + "_to_" + or(r.b), Label: r.label, Value: x / y, Unit: "ratio", prec: 2,
+			Extra: fmt.Sprintf("%s / %s %s", comma(x, 2), comma(y, 2), r.unit), AnchorText: r.before}
 		if r.target > 0 {
-			m.Op, m.Target = "<=", r.target
+			m.Op, m.Target = cmp.Or(r.op, "<="), r.target
 		}
 		b.res.add(m)
 	}

@@ -6,7 +6,7 @@ package main
 //
 //	[0:16)  intended send time, unix nanoseconds, 16 lowercase hex digits
 //	[16:32) sequence number within the phase, 16 hex digits
-//	[32]    phase tag (tagThroughput, tagLatency, tagRaw)
+//	[32]    phase tag (tagThroughput, tagLatency, tagHTTP, tagRaw, tagFloor)
 //	[33:)   'x' filler up to the payload size
 const (
 	payloadHeader = 33
@@ -15,6 +15,8 @@ const (
 	tagRaw        = 'R'
 	tagThroughput = 'T'
 	tagLatency    = 'L'
+	tagHTTP       = 'H'
+	tagFloor      = 'F'
 )
 
 const hexDigits = "0123456789abcdef"

@@ -11,25 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pusher-io/pusher/e2e/harness"
 )
 
 const (
-	rawStream   = "BENCH_RAW"
-	rawSubjects = "bench.raw.>"
-	rawConsumer = "bench"
-	// rawPullMax is the raw consumer's PullMaxMessages: generous, so the
-	// pull protocol is not what limits the ceiling.
-	rawPullMax = 10000
-	// rawMaxAckPending matches pusher's default for its consumer.
-	rawMaxAckPending = 65536
 	// dupGrace is how long to keep listening after the last expected
 	// message, so duplicates are counted.
 	dupGrace = 300 * time.Millisecond
@@ -46,68 +34,11 @@ const (
 // consumer acking each message, no WebSocket.
 func (b *bench) phaseRaw(ctx context.Context) error {
 	m := b.cfg.messages
-	pubNC, err := nats.Connect(b.pusher.NATSURL(), nats.Name("bench-raw-publisher"))
-	if err != nil {
-		return fmt.Errorf("connect NATS: %w", err)
-	}
-	defer pubNC.Close()
-	subNC, err := nats.Connect(b.pusher.NATSURL(), nats.Name("bench-raw-consumer"))
-	if err != nil {
-		return fmt.Errorf("connect NATS: %w", err)
-	}
-	defer subNC.Close()
-	var pubErrs atomic.Int64
-	js, err := jetstream.New(pubNC,
-		jetstream.WithPublishAsyncMaxPending(b.cfg.window),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	r, err := b.openRig(ctx, rawStream, rawSubjects, m, b.cfg.window)
 	if err != nil {
 		return err
 	}
-	jsSub, err := jetstream.New(subNC)
-	if err != nil {
-		return err
-	}
-	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := js.CreateStream(setup, jetstream.StreamConfig{
-		Name: rawStream, Subjects: []string{rawSubjects},
-		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, MaxAge: time.Hour,
-	}); err != nil {
-		return fmt.Errorf("create stream %s: %w", rawStream, err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := js.DeleteStream(dctx, rawStream); err != nil {
-			b.notes = append(b.notes, fmt.Sprintf("delete stream %s: %v", rawStream, err))
-		}
-	}()
-	cons, err := jsSub.CreateOrUpdateConsumer(setup, rawStream, jetstream.ConsumerConfig{
-		Durable: rawConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-		MaxAckPending: rawMaxAckPending, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer: %w", err)
-	}
-	var acked, ackErrs atomic.Int64
-	allAcked := make(chan struct{}, 1)
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		if err := msg.Ack(); err != nil {
-			ackErrs.Add(1)
-		}
-		if acked.Add(1) == int64(m) {
-			allAcked <- struct{}{}
-		}
-	}, jetstream.PullMaxMessages(rawPullMax))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
-	defer cc.Stop()
-
-	subjects := make([]string, b.cfg.conns)
-	for i := range subjects {
-		subjects[i] = "bench.raw." + strconv.Itoa(i)
-	}
+	defer r.close(b)
 	tmpl := newPayload(b.cfg.payload)
 	c0, err := b.cpuSnapshot()
 	if err != nil {
@@ -117,32 +48,23 @@ func (b *bench) phaseRaw(ctx context.Context) error {
 	for i := range m {
 		data := slices.Clone(tmpl)
 		encodePayload(data, time.Now().UnixNano(), uint64(i), tagRaw)
-		if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
-			return fmt.Errorf("publish message %d: %w", i, err)
+		if err := r.publish(i, data, b.cfg.stall); err != nil {
+			return err
 		}
 		if i%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
-	err = waitUntil(ctx, allAcked, b.cfg.stall, acked.Load, func() bool { return acked.Load() >= int64(m) }, "acks")
-	if err != nil {
-		return fmt.Errorf("%w (of %d messages)", err, m)
-	}
-	if err := subNC.FlushTimeout(10 * time.Second); err != nil {
-		return fmt.Errorf("flush acks: %w", err)
+	if err := r.waitAcked(ctx, b.cfg.stall); err != nil {
+		return err
 	}
 	elapsed := time.Since(t0)
 	c1, err := b.cpuSnapshot()
 	if err != nil {
 		return err
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(b.cfg.stall):
-		return errors.New("publish acks still pending after the consumer acked everything")
-	}
-	if n := pubErrs.Load() + ackErrs.Load(); n > 0 {
-		return fmt.Errorf("%d publish errors, %d ack errors", pubErrs.Load(), ackErrs.Load())
+	if err := r.check(b.cfg.stall); err != nil {
+		return err
 	}
 	rate := float64(m) / elapsed.Seconds()
 	b.res.add(metric{Name: "jetstream_ceiling_msgs_per_s", Label: "JetStream ceiling (async pub + pull consumer ack)", Value: rate, Unit: "msgs/s", prec: 0})
@@ -155,7 +77,8 @@ func (b *bench) phaseRaw(ctx context.Context) error {
 
 // cpuSnap is the CPU of everything on the machine at one moment.
 type cpuSnap struct {
-	pusher, clients, self time.Duration // pusher: every pusher process
+	pusher, clients, self time.Duration // pusher: every pusher process, or the demo
+	demo                  bool          // pusher is the demo's CPU
 	nats                  time.Duration // cluster mode: every nats-server
 	perPusher, perNATS    []time.Duration
 	busy, irq, total      float64 // machine jiffies
@@ -180,7 +103,10 @@ func cores(c0, c1 cpuSnap, ticks float64) (string, float64) {
 		natsPart = fmt.Sprintf(", nats-servers %.2f", n)
 	}
 	who := "pusher"
-	if len(c1.perPusher) > 1 {
+	switch {
+	case c1.demo:
+		who = "demo"
+	case len(c1.perPusher) > 1:
 		who = "pushers"
 	}
 	return fmt.Sprintf("cores busy %.2f of %d: %s %.2f%s, clients %.2f, publisher %.2f, other %.2f (irq %.2f)",
@@ -197,6 +123,9 @@ func (b *bench) machineRow(name, phase string, c0, c1 cpuSnap) {
 	b.res.add(metric{Name: name, Label: "  machine CPU busy during " + phase, Value: 100 * (c1.busy - c0.busy) / (c1.total - c0.total),
 		Unit: "%", prec: 0, Extra: detail})
 	if other > interferenceLimit {
+		if v := b.res.variant; v != "" {
+			phase += " [" + v + "]"
+		}
 		b.notes = append(b.notes, fmt.Sprintf("%s phase: other processes used %.2f cores of the machine; its numbers are disturbed", phase, other))
 	}
 }
@@ -211,6 +140,12 @@ func (b *bench) cpuSnapshot() (cpuSnap, error) {
 		}
 		s.pusher += d
 		s.perPusher = append(s.perPusher, d)
+	}
+	if b.demo != nil {
+		if s.pusher, err = procCPU(b.demo.pid, b.ticks); err != nil {
+			return s, err
+		}
+		s.demo = true
 	}
 	for _, n := range b.nats {
 		d, err := procCPU(n.pid, b.ticks)
@@ -313,6 +248,18 @@ func (b *bench) dialAll(ctx context.Context, total int, prefix string) (float64,
 // over every pusher process, and in cluster mode until each node holds
 // its share (uid k is on node k mod n).
 func (b *bench) waitConnections(ctx context.Context, want int) error {
+	if b.demo != nil {
+		return harness.Poll(ctx, 30*time.Second, fmt.Sprintf("the demo holding %d connections", want), func() error {
+			n, _, err := b.demo.metrics(ctx)
+			if err != nil {
+				return harness.Abort(err)
+			}
+			if n != want {
+				return fmt.Errorf("connections = %d", n)
+			}
+			return nil
+		})
+	}
 	ps := b.livePushers()
 	return harness.Poll(ctx, 30*time.Second, fmt.Sprintf("%d connections in all", want), func() error {
 		ok := true
@@ -377,19 +324,36 @@ func (b *bench) phaseThroughput(ctx context.Context) error {
 	c0, c1, rep := r.c0, r.c1, r.rep
 	rate := r.rate
 
-	b.res.add(metric{Name: "throughput_msgs_per_s", Label: fmt.Sprintf("throughput, %s conns, %d B, closed loop (window %d)", comma(float64(b.cfg.conns), 0), b.cfg.payload, w),
+	b.res.add(metric{Name: "throughput_msgs_per_s", Label: fmt.Sprintf("throughput, %s conns, %d B, closed loop (window %d)%s", comma(float64(b.cfg.conns), 0), b.cfg.payload, w, b.publisherText()),
 		Value: rate, Unit: "msgs/s", prec: 0, Op: ">=", Target: 90000, AnchorText: "demo 30.8k; Centrifugo 24.4k"})
-	if ceil, ok := b.res.get("jetstream_ceiling_msgs_per_s"); ok {
+	if ceil, ok := b.res.get("jetstream_ceiling_msgs_per_s"); ok && b.demo == nil {
 		b.res.add(metric{Name: "throughput_ratio_to_jetstream", Label: "throughput / JetStream ceiling", Value: rate / ceil, Unit: "ratio", prec: 2})
 	}
-	b.res.add(metric{Name: "server_cpu_us_per_msg", Label: "server CPU per delivered message (pusher + embedded NATS)",
+	b.res.add(metric{Name: "server_cpu_us_per_msg", Label: "server CPU per delivered message (" + b.serverText() + ")",
 		Value: us(c1.pusher-c0.pusher) / float64(m), Unit: "µs", prec: 2, Op: "<=", Target: 10, AnchorText: "demo ~25; Centrifugo ~36"})
 	b.res.add(metric{Name: "throughput_lost", Label: "throughput phase: lost / duplicate messages", Value: float64(int64(m) - rep.unique), Unit: "msgs", prec: 0,
 		Extra: fmt.Sprintf("%d dup", rep.dup)})
 	b.res.add(metric{Name: "throughput_duplicates", Value: float64(rep.dup), Unit: "msgs", hidden: true})
 	b.machineRow("throughput_machine_cpu_busy_pct", "throughput", c0, c1)
-	b.logf("throughput: %d msgs in %s = %.0f msgs/s, %.2f µs pusher CPU/msg", m, r.elapsed.Round(time.Millisecond), rate, us(c1.pusher-c0.pusher)/float64(m))
+	b.logf("throughput: %d msgs in %s = %.0f msgs/s, %.2f µs server CPU/msg", m, r.elapsed.Round(time.Millisecond), rate, us(c1.pusher-c0.pusher)/float64(m))
 	return nil
+}
+
+// serverText names what the server CPU rows measure.
+func (b *bench) serverText() string {
+	if b.demo != nil {
+		return "the demo process"
+	}
+	return "pusher + embedded NATS"
+}
+
+// publisherText describes the demo's publisher for a label; pusher's is
+// JetStream, as always.
+func (b *bench) publisherText() string {
+	if b.demo != nil {
+		return fmt.Sprintf(", publisher HTTP /send over %d connections", b.cfg.httpPublishers)
+	}
+	return ""
 }
 
 // uidRange is prefix0 .. prefix(n-1).
@@ -410,38 +374,28 @@ type loopResult struct {
 	met0, met1 []harness.Metrics // each pusher's metrics before and after
 }
 
-// closedLoop publishes m messages round-robin to push.<uid> for uids, with
-// at most --window between publish and receipt (counted from the
-// clients' reports), and checks that every message arrived exactly once
-// and that the pushers counted exactly m deliveries and nothing else.
-// The uids' connections must be open. Throughput is m over (latest
-// receipt − first publish).
+// closedLoop publishes m messages round-robin to uids (newSender: through
+// JetStream for pusher, HTTP /send for the demo), with at most --window
+// between publish and receipt (counted from the clients' reports), and
+// checks that every message arrived exactly once and that the server
+// counted exactly m deliveries and nothing else. The uids' connections
+// must be open. Throughput is m over (latest receipt − first publish).
 func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []string) (loopResult, error) {
 	var r loopResult
 	w := int64(b.cfg.window)
-	nc, err := nats.Connect(b.natsURL(), nats.Name("bench-publisher"), nats.DontRandomize())
-	if err != nil {
-		return r, fmt.Errorf("connect NATS: %w", err)
-	}
-	defer nc.Close()
-	var pubErrs atomic.Int64
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(b.cfg.window+4096),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	s, err := b.newSender(ctx, "bench-publisher", b.cfg.window+4096, uids)
 	if err != nil {
 		return r, err
 	}
+	defer s.close()
 	if err := b.beginPhase(ctx, "throughput", m); err != nil {
 		return r, err
 	}
-	subjects := make([]string, len(uids))
-	for i, u := range uids {
-		subjects[i] = "push." + u
-	}
-	if r.met0, err = b.scrapeEach(ctx); err != nil {
+	mark, err := b.markServer(ctx)
+	if err != nil {
 		return r, err
 	}
-	met0 := harness.Merge(r.met0...)
+	r.met0 = mark.met
 	tmpl := newPayload(b.cfg.payload)
 	if r.c0, err = b.cpuSnapshot(); err != nil {
 		return r, err
@@ -452,18 +406,23 @@ func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []stri
 			err := waitUntil(ctx, b.progress, b.cfg.stall, b.received,
 				func() bool { return int64(i)-b.received() < w }, "receipts")
 			if err != nil {
-				return r, fmt.Errorf("%w (published %d of %d; window %d)%s", err, i, m, w, b.pusherHint(ctx, met0))
+				return r, fmt.Errorf("%w (published %d of %d; window %d)%s", err, i, m, w, b.stallHint(ctx, mark, s))
 			}
 		}
 		data := slices.Clone(tmpl)
 		encodePayload(data, time.Now().UnixNano(), uint64(i), tagThroughput)
-		if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
-			return r, fmt.Errorf("publish message %d: %w", i, err)
+		if err := s.send(i%len(uids), data); err != nil {
+			return r, fmt.Errorf("message %d: %w", i, err)
+		}
+		if i%1024 == 0 {
+			if err := s.failed(); err != nil {
+				return r, err
+			}
 		}
 	}
 	err = waitUntil(ctx, b.progress, b.cfg.stall, b.received, func() bool { return b.received() >= int64(m) }, "receipts")
 	if err != nil {
-		return r, fmt.Errorf("%w (all %d published)%s", err, m, b.pusherHint(ctx, met0))
+		return r, fmt.Errorf("%w (all %d published)%s", err, m, b.stallHint(ctx, mark, s))
 	}
 	if r.c1, err = b.cpuSnapshot(); err != nil {
 		return r, err
@@ -474,17 +433,63 @@ func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []stri
 	if r.rep, err = b.collect(ctx); err != nil {
 		return r, err
 	}
-	if n := pubErrs.Load(); n > 0 {
-		return r, fmt.Errorf("%d asynchronous publish errors", n)
+	if err := s.finish(ctx); err != nil {
+		return r, err
 	}
 	r.elapsed = time.Unix(0, r.rep.lastRecvNs).Sub(t0)
 	r.rate = float64(m) / r.elapsed.Seconds()
 	b.checkDelivery(phase, m, r.rep)
-	if r.met1, err = b.scrapeEach(ctx); err != nil {
-		return r, err
+	mark, err = b.checkServer(ctx, phase, mark, m)
+	r.met1 = mark.met
+	return r, err
+}
+
+// serverMark is where the server's own accounting stood before a phase:
+// each pusher's metrics, or the size of the demo's log.
+type serverMark struct {
+	met     []harness.Metrics
+	demoLog int64
+}
+
+func (b *bench) markServer(ctx context.Context) (serverMark, error) {
+	if b.demo != nil {
+		n, err := b.demo.logSize()
+		return serverMark{demoLog: n}, err
 	}
-	b.checkOutcomes(phase, met0, harness.Merge(r.met1...), m)
-	return r, nil
+	met, err := b.scrapeEach(ctx)
+	return serverMark{met: met}, err
+}
+
+// checkServer notes where the server's own accounting since mark
+// disagrees with want messages delivered and nothing else, and returns
+// the new mark.
+func (b *bench) checkServer(ctx context.Context, phase string, mark serverMark, want int) (serverMark, error) {
+	if b.demo != nil {
+		n, err := b.demo.logSize()
+		if err != nil {
+			return serverMark{}, err
+		}
+		return serverMark{demoLog: n}, b.checkDemo(phase, mark.demoLog, want)
+	}
+	met, err := b.scrapeEach(ctx)
+	if err != nil {
+		return serverMark{}, err
+	}
+	b.checkOutcomes(phase, harness.Merge(mark.met...), harness.Merge(met...), want)
+	return serverMark{met: met}, nil
+}
+
+// stallHint describes the publisher's failures and the server's state for
+// a stall error.
+func (b *bench) stallHint(ctx context.Context, mark serverMark, s sender) string {
+	h := ""
+	if err := s.failed(); err != nil {
+		h = "; publisher: " + err.Error()
+	}
+	if b.demo != nil {
+		return h + b.demoHint(ctx)
+	}
+	return h + b.pusherHint(ctx, harness.Merge(mark.met...))
 }
 
 // natsURL is where the publisher connects: the embedded server, or the
@@ -555,68 +560,41 @@ func (b *bench) checkOutcomes(phase string, m0, m1 harness.Metrics, want int) {
 func (b *bench) phaseLatency(ctx context.Context) error {
 	rate := b.cfg.rate
 	n := int(int64(rate) * int64(b.cfg.latencyDur) / int64(time.Second))
-	nc, err := nats.Connect(b.pusher.NATSURL(), nats.Name("bench-paced-publisher"))
-	if err != nil {
-		return fmt.Errorf("connect NATS: %w", err)
-	}
-	defer nc.Close()
-	var pubErrs atomic.Int64
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(65536),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	s, err := b.newSender(ctx, "bench-paced-publisher", 65536, uidRange("b", b.cfg.conns))
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	if err := b.beginPhase(ctx, "latency", n); err != nil {
 		return err
 	}
-	met0, err := b.pusher.Metrics(ctx)
+	mark, err := b.markServer(ctx)
 	if err != nil {
 		return err
 	}
-	subjects := make([]string, b.cfg.conns)
-	for i := range subjects {
-		subjects[i] = "push.b" + strconv.Itoa(i)
-	}
 	tmpl := newPayload(b.cfg.payload)
-	lags := make([]int64, n)
 	c0, err := b.cpuSnapshot()
 	if err != nil {
 		return err
 	}
 	start := time.Now().Add(20 * time.Millisecond).UnixNano()
-	pubDone := make(chan error, 1)
-	go func() {
-		// The pacer sleeps with nanosleep on its own thread: the Go
-		// timer's ~1 ms granularity would publish in bursts of five.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		for i := range n {
-			intended := start + int64(i)*int64(time.Second)/int64(rate)
-			if d := intended - time.Now().UnixNano(); d > 0 {
-				ts := syscall.NsecToTimespec(d)
-				_ = syscall.Nanosleep(&ts, nil)
-			}
-			lags[i] = time.Now().UnixNano() - intended
-			data := slices.Clone(tmpl)
-			encodePayload(data, intended, uint64(i), tagLatency)
-			if _, err := js.PublishAsync(subjects[i%len(subjects)], data, jetstream.WithStallWait(b.cfg.stall)); err != nil {
-				pubDone <- fmt.Errorf("publish message %d: %w", i, err)
-				return
-			}
-			if i%1024 == 0 && ctx.Err() != nil {
-				pubDone <- ctx.Err()
-				return
-			}
+	lags, err := pace(ctx, n, rate, start, func(i int, intended int64) error {
+		data := slices.Clone(tmpl)
+		encodePayload(data, intended, uint64(i), tagLatency)
+		if err := s.send(i%b.cfg.conns, data); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
 		}
-		pubDone <- nil
-	}()
-	if err := <-pubDone; err != nil {
+		if i%1024 == 0 {
+			return s.failed()
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	err = waitUntil(ctx, b.progress, b.cfg.stall, b.received, func() bool { return b.received() >= int64(n) }, "receipts")
 	if err != nil {
-		return fmt.Errorf("%w (all %d published)%s", err, n, b.pusherHint(ctx, met0))
+		return fmt.Errorf("%w (all %d published)%s", err, n, b.stallHint(ctx, mark, s))
 	}
 	c1, err := b.cpuSnapshot()
 	if err != nil {
@@ -630,15 +608,14 @@ func (b *bench) phaseLatency(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if n := pubErrs.Load(); n > 0 {
-		return fmt.Errorf("%d asynchronous publish errors", n)
+	if err := s.finish(ctx); err != nil {
+		return err
 	}
 	b.checkDelivery("latency", n, rep)
-	met1, err := b.pusher.Metrics(ctx)
+	mark1, err := b.checkServer(ctx, "latency", mark, n)
 	if err != nil {
 		return err
 	}
-	b.checkOutcomes("latency", met0, met1, n)
 	if len(rep.samples) == 0 {
 		return errors.New("no latency samples")
 	}
@@ -670,15 +647,48 @@ func (b *bench) phaseLatency(ctx context.Context) error {
 	b.res.add(metric{Name: "latency_lost", Label: "latency phase: lost / duplicate messages", Value: float64(int64(n) - rep.unique), Unit: "msgs", prec: 0,
 		Extra: fmt.Sprintf("%d dup", rep.dup)})
 	b.res.add(metric{Name: "latency_duplicates", Value: float64(rep.dup), Unit: "msgs", hidden: true})
-	b.res.add(metric{Name: "latency_server_cpu_pct", Label: fmt.Sprintf("server CPU at %s msgs/s", comma(float64(rate), 0)),
+	b.res.add(metric{Name: "latency_server_cpu_pct", Label: fmt.Sprintf("server CPU at %s msgs/s (%s)", comma(float64(rate), 0), b.serverText()),
 		Value: 100 * (c1.pusher - c0.pusher).Seconds() / wall.Seconds(), Unit: "% of a core", prec: 1,
 		Extra: fmt.Sprintf("%.2f µs/msg", us(c1.pusher-c0.pusher)/float64(n))})
 	b.res.add(metric{Name: "latency_cpu_us_per_msg", Value: us(c1.pusher-c0.pusher) / float64(n), Unit: "µs", hidden: true})
-	b.confirmRows(met0, met1)
+	if b.demo == nil {
+		b.confirmRows(harness.Merge(mark.met...), harness.Merge(mark1.met...))
+	}
 	b.machineRow("latency_machine_cpu_busy_pct", "latency", c0, c1)
 	b.logf("latency: %d msgs at %d/s: p50 %.3f ms, p99 %.3f ms, max %.3f ms", n, rate,
 		ms(pct(rep.samples, 0.5)), ms(pct(rep.samples, 0.99)), ms(rep.samples[len(rep.samples)-1]))
 	return nil
+}
+
+// pace calls publish for i in 0..n-1 at its intended time start +
+// i/rate (unix ns), and returns how late each call was. It sleeps with
+// nanosleep on a thread of its own: the Go timer's ~1 ms granularity
+// would publish in bursts of five. It stops at publish's first error.
+func pace(ctx context.Context, n, rate int, start int64, publish func(i int, intended int64) error) ([]int64, error) {
+	lags := make([]int64, n)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for i := range n {
+			intended := start + int64(i)*int64(time.Second)/int64(rate)
+			if d := intended - time.Now().UnixNano(); d > 0 {
+				ts := syscall.NsecToTimespec(d)
+				_ = syscall.Nanosleep(&ts, nil)
+			}
+			lags[i] = time.Now().UnixNano() - intended
+			if err := publish(i, intended); err != nil {
+				done <- err
+				return
+			}
+			if i%1024 == 0 && ctx.Err() != nil {
+				done <- ctx.Err()
+				return
+			}
+		}
+		done <- nil
+	}()
+	return lags, <-done
 }
 
 // phaseConnections: memory per idle authenticated connection and connect

@@ -26,6 +26,9 @@ type metric struct {
 	Op     string  `json:"target_op,omitempty"` // "<=" or ">="; empty: no target
 	Meets  *bool   `json:"meets_target,omitempty"`
 	Extra  string  `json:"detail,omitempty"`
+	// NA marks a figure that could not be measured (the server lacks
+	// the feature); Value is 0 and no target is judged.
+	NA bool `json:"not_available,omitempty"`
 
 	Label      string `json:"-"`
 	AnchorText string `json:"-"`
@@ -41,6 +44,7 @@ type results struct {
 	variant      string
 	metrics      []metric
 	logs         []string // per-pusher log summaries
+	demoLogs     []string // the demo's log summary
 	natsLogs     []string // cluster mode: per-nats-server log summaries
 	natsProblems []string // cluster mode: distinct nats-server warnings and errors, with counts
 }
@@ -58,7 +62,7 @@ func (r *results) add(m metric) {
 	}
 	scale := math.Pow(10, float64(m.prec+2))
 	m.Value = math.Round(m.Value*scale) / scale
-	if m.Op != "" {
+	if m.Op != "" && !m.NA {
 		ok := m.Value <= m.Target
 		if m.Op == ">=" {
 			ok = m.Value >= m.Target
@@ -71,7 +75,7 @@ func (r *results) add(m metric) {
 func (r *results) get(name string) (float64, bool) {
 	for _, m := range r.metrics {
 		if m.Name == name {
-			return m.Value, true
+			return m.Value, !m.NA
 		}
 	}
 	return 0, false
@@ -96,8 +100,12 @@ func (r *results) table(w io.Writer) {
 		if m.hidden {
 			continue
 		}
+		value := comma(m.Value, m.prec) + " " + m.Unit
+		if m.NA {
+			value = "not available"
+		}
 		if !targets {
-			fmt.Fprintf(tw, "%s\t%s %s\t%s\n", m.Label, comma(m.Value, m.prec), m.Unit, m.Extra)
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Label, value, m.Extra)
 			continue
 		}
 		target, verdict := "", ""
@@ -108,12 +116,16 @@ func (r *results) table(w io.Writer) {
 				prec = 2
 			}
 			target = op + " " + comma(m.Target, prec) + " " + m.Unit
-			verdict = "MISS"
-			if *m.Meets {
+			switch {
+			case m.Meets == nil:
+				verdict = "n/a"
+			case *m.Meets:
 				verdict = "ok"
+			default:
+				verdict = "MISS"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\n", m.Label, comma(m.Value, m.prec), m.Unit, target, verdict, m.AnchorText, m.Extra)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Label, value, target, verdict, m.AnchorText, m.Extra)
 	}
 	_ = tw.Flush()
 }
@@ -127,6 +139,7 @@ type summary struct {
 	Config   map[string]any `json:"config"`
 	Anchors  string         `json:"anchors,omitempty"`
 	PusherLg []string       `json:"pusher_logs,omitempty"`
+	DemoLogs []string       `json:"demo_logs,omitempty"`
 	NATSLogs []string       `json:"nats_logs,omitempty"`
 	NATSWarn []string       `json:"nats_log_problems,omitempty"`
 	Notes    []string       `json:"notes,omitempty"`
@@ -146,7 +159,11 @@ func (b *bench) print() error {
 		fmt.Fprintf(w, "command: %s   (3 nats-servers, the pushers and the load generator share the same %d cores)\n\n", b.command, m.NProc)
 	} else {
 		fmt.Fprintf(w, "\npusher end-to-end benchmark — %s, %d cores, %s RAM, %s, kernel %s\n", m.Model, m.NProc, m.MemTotal, m.GoVersion, m.Kernel)
-		fmt.Fprintf(w, "command: %s   (load generator and pusher share the same %d cores)\n\n", b.command, m.NProc)
+		fmt.Fprintf(w, "command: %s   (load generator and pusher share the same %d cores)\n", b.command, m.NProc)
+		if b.demoInfo != "" {
+			fmt.Fprintf(w, "demo: %s (%s); rows tagged [demo]\n", b.cfg.demoBin, b.demoInfo)
+		}
+		fmt.Fprintf(w, "load average (1, 5, 15 min): %s at the start, %s at the end\n\n", b.loadStart, loadAvg())
 	}
 	b.res.table(w)
 	if anchors != "" {
@@ -156,6 +173,9 @@ func (b *bench) print() error {
 	}
 	for _, l := range b.res.logs {
 		fmt.Fprintf(w, "pusher log: %s\n", l)
+	}
+	for _, l := range b.res.demoLogs {
+		fmt.Fprintf(w, "demo log: %s\n", l)
 	}
 	for _, l := range b.res.natsLogs {
 		fmt.Fprintf(w, "nats-server log: %s\n", l)
@@ -183,6 +203,8 @@ func (b *bench) print() error {
 		"quick": c.quick, "messages": c.messages, "window": c.window, "conns": c.conns, "payload_bytes": c.payload,
 		"rate": c.rate, "latency_duration_s": c.latencyDur.Seconds(), "idle_conns": c.idleConns,
 		"client_processes": c.clients, "source_addresses": c.clients * srcsPerClient, "dial_parallel": c.dialParallel,
+		"http_messages": c.httpMessages, "http_publishers": c.httpPublishers, "http_batch": c.httpBatch,
+		"demo": b.demoInfo, "load_avg_start": b.loadStart, "load_avg_end": loadAvg(),
 	}
 	if c.cluster {
 		config = map[string]any{
@@ -195,7 +217,7 @@ func (b *bench) print() error {
 	}
 	s := summary{
 		Metric: "summary", Machine: m, Command: b.command, Elapsed: math.Round(time.Since(b.started).Seconds()*10) / 10,
-		Config: config, Anchors: anchors, PusherLg: b.res.logs, NATSLogs: b.res.natsLogs, NATSWarn: b.res.natsProblems, Notes: b.notes,
+		Config: config, Anchors: anchors, PusherLg: b.res.logs, DemoLogs: b.res.demoLogs, NATSLogs: b.res.natsLogs, NATSWarn: b.res.natsProblems, Notes: b.notes,
 		Time: time.Now().UTC().Format(time.RFC3339),
 	}
 	j, err := json.Marshal(s)
@@ -211,6 +233,20 @@ func (b *bench) print() error {
 		}
 	}
 	return nil
+}
+
+// loadAvg is the machine's 1, 5 and 15-minute load averages, from
+// /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // comma formats v with prec decimals and thousands separators.
