@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -57,8 +57,10 @@ type Handler struct {
 	keyID string // KeyID(key): names the key in the logs, never the key
 }
 
-// New returns the door publishing with js; nc tells the server's max payload.
-func New(js jetstream.JetStream, nc *nats.Conn, log *zap.Logger, cfg Config) (*Handler, error) {
+// New returns the door publishing on nc, through a JetStream context of
+// its own: its async window (maxAsyncPending) and ack timeout are the
+// door's, apart from the consumer's dead-letter publishes.
+func New(nc *nats.Conn, log *zap.Logger, cfg Config) (*Handler, error) {
 	if cfg.APIKey == "" {
 		return nil, errors.New("api: an API key is required")
 	}
@@ -71,6 +73,10 @@ func New(js jetstream.JetStream, nc *nats.Conn, log *zap.Logger, cfg Config) (*H
 	if cfg.MaxPayload <= 0 || cfg.PublishTimeout < 0 {
 		return nil, fmt.Errorf("api: max payload %d and publish timeout %s must be positive", cfg.MaxPayload, cfg.PublishTimeout)
 	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout), jetstream.WithPublishAsyncMaxPending(maxAsyncPending))
+	if err != nil {
+		return nil, fmt.Errorf("api: jetstream: %w", err)
+	}
 	return &Handler{js: js, log: log.Named("api"), cfg: cfg, key: []byte(cfg.APIKey), keyID: KeyID(cfg.APIKey)}, nil
 }
 
@@ -82,13 +88,14 @@ func KeyID(key string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-// pushRequest is the body of POST /v1/push.
+// pushRequest is the body of POST /v1/push, or one item of a batch.
 type pushRequest struct {
 	UID     string `json:"uid"`
 	Message string `json:"message"`
 }
 
-// Push serves POST /v1/push with a JSON body {"uid": "...", "message": "..."}.
+// Push serves POST /v1/push: a JSON object {"uid": "...", "message": "..."},
+// or a JSON array of them (a batch, see pushBatch).
 func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(w, r) {
 		return
@@ -97,16 +104,33 @@ func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusUnsupportedMediaType, "", "content type must be application/json", nil)
 		return
 	}
-	// JSON escaping can grow a message up to six times; cap the body so a
-	// huge request is cut off while reading, then check the message itself.
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxPayload)*6+1024))
+	policy, err := requestPolicy(r.Header)
 	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, "", err.Error(), nil)
+		return
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	// A batch may be up to maxBatchBody; a single message's JSON escaping
+	// can grow it up to six times. The limit cuts a huge body off while
+	// it is read; the single body's own limit is checked once it is known
+	// not to be a batch.
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max(maxBatchBody, h.singleBody()))); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.fail(w, r, http.StatusRequestEntityTooLarge, "", "message too large", nil)
+			h.fail(w, r, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("body larger than %d bytes", tooBig.Limit), nil)
 			return
 		}
 		h.fail(w, r, http.StatusBadRequest, "", "cannot read body", err)
+		return
+	}
+	body := buf.Bytes()
+	if isArray(body) {
+		h.pushBatch(w, r, body, policy)
+		return
+	}
+	if int64(len(body)) > h.singleBody() {
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "", "message too large", nil)
 		return
 	}
 	req, err := parsePush(body)
@@ -114,13 +138,26 @@ func (h *Handler) Push(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "", err.Error(), nil)
 		return
 	}
-	h.publish(w, r, req.UID, req.Message)
+	h.publish(w, r, req.UID, req.Message, policy)
+}
+
+// singleBody caps the body of a single-message POST /v1/push: the
+// largest message, JSON-escaped at worst (six bytes for one), and room
+// for the rest of the object.
+func (h *Handler) singleBody() int64 { return int64(h.cfg.MaxPayload)*6 + 1024 }
+
+// isArray reports whether a JSON body is an array: its first byte other
+// than JSON white space is '['.
+func isArray(body []byte) bool {
+	body = bytes.TrimLeft(body, " \t\r\n")
+	return len(body) > 0 && body[0] == '['
 }
 
 // The answers to a body that is not a push request.
 var (
-	errBadBody   = errors.New(`body must be a JSON object {"uid": string, "message": string}`)
+	errBadBody   = errors.New(`body must be a JSON object {"uid": string, "message": string}, or an array of them`)
 	errNoMessage = errors.New(`message is required (an empty string is a valid message)`)
+	errBadItem   = errors.New(`item must be a JSON object {"uid": string, "message": string}`)
 )
 
 // parsePush decodes a POST /v1/push body: exactly one JSON object with
@@ -147,6 +184,11 @@ func (h *Handler) Send(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(w, r) {
 		return
 	}
+	policy, err := requestPolicy(r.Header)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, "", err.Error(), nil)
+		return
+	}
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxPayload)*3+1024)
 	}
@@ -163,12 +205,12 @@ func (h *Handler) Send(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "", "message is required", nil)
 		return
 	}
-	h.publish(w, r, r.Form.Get("uid"), r.Form.Get("message"))
+	h.publish(w, r, r.Form.Get("uid"), r.Form.Get("message"), policy)
 }
 
 // publish stores message for uid in JetStream, answers 202 with its
 // sequence, and logs http.published.
-func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message string) {
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message string, policy nats.Header) {
 	if err := wire.ValidUID(uid); err != nil {
 		// Not logged: a uid that is no uid may be anything, of any size.
 		h.fail(w, r, http.StatusBadRequest, "", err.Error(), nil)
@@ -180,21 +222,61 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, uid, message s
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
 	defer cancel()
-	var opts []jetstream.PublishOpt
-	if id := r.Header.Get("Idempotency-Key"); id != "" {
-		opts = append(opts, jetstream.WithMsgID(id)) // retried requests are stored once
-	}
-	ack, err := h.js.Publish(ctx, wire.PushSubject(uid), []byte(message), opts...)
+	msg := newMsg(uid, message, policy, r.Header.Get("Idempotency-Key"))
+	ack, err := h.js.PublishMsg(ctx, msg)
 	if err != nil {
-		h.fail(w, r, http.StatusServiceUnavailable, uid, "could not store the message; retry", err)
+		h.fail(w, r, http.StatusServiceUnavailable, uid, errStore, err)
 		return
 	}
-	h.log.Info(evPublished, zap.String("uid", uid), zap.Uint64("seq", ack.Sequence), zap.Bool("duplicate", ack.Duplicate),
-		h.remote(r), zap.String("key_id", h.keyID))
-	writeJSON(w, http.StatusAccepted, struct {
-		Seq       uint64 `json:"seq"`
-		Duplicate bool   `json:"duplicate,omitempty"`
-	}{ack.Sequence, ack.Duplicate})
+	h.published(r, uid, ack)
+	writeJSON(w, http.StatusAccepted, result{Seq: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+// errStore answers a message JetStream did not confirm in time: it may
+// or may not be stored, so a retry should carry an Idempotency-Key.
+const errStore = "could not store the message; retry"
+
+// newMsg is the JetStream message for uid: the publisher's policy
+// headers (shared, never changed) and the idempotency key as Nats-Msg-Id,
+// so a retried request is stored once.
+func newMsg(uid, message string, policy nats.Header, msgID string) *nats.Msg {
+	m := &nats.Msg{Subject: wire.PushSubject(uid), Data: []byte(message), Header: policy}
+	if msgID != "" {
+		m.Header = make(nats.Header, len(policy)+1)
+		maps.Copy(m.Header, policy)
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	return m
+}
+
+// published logs http.published for one stored message.
+func (h *Handler) published(r *http.Request, uid string, ack *jetstream.PubAck) {
+	if ce := h.log.Check(zap.InfoLevel, evPublished); ce != nil {
+		ce.Write(zap.String("uid", uid), zap.Uint64("seq", ack.Sequence), zap.Bool("duplicate", ack.Duplicate),
+			h.remote(r), zap.String("key_id", h.keyID))
+	}
+}
+
+// requestPolicy turns a request's Pusher-TTL and Pusher-Offline headers
+// into the message's NATS headers, nil when there are none. Unlike a
+// NATS publisher, an HTTP caller can be told at once that a value is
+// malformed, so it is refused (400) rather than ignored.
+func requestPolicy(h http.Header) (nats.Header, error) {
+	ttl, offline := h.Get(wire.HeaderTTL), h.Get(wire.HeaderOffline)
+	if ttl == "" && offline == "" {
+		return nil, nil
+	}
+	if _, err := wire.ParsePolicy(h.Get); err != nil {
+		return nil, err
+	}
+	out := nats.Header{}
+	if ttl != "" {
+		out.Set(wire.HeaderTTL, ttl)
+	}
+	if offline != "" {
+		out.Set(wire.HeaderOffline, offline)
+	}
+	return out, nil
 }
 
 // authorized checks the bearer API key in constant time and answers 401
@@ -220,6 +302,12 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 // door's own trouble (5xx) is a warning.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, uid, msg string, err error) {
 	writeError(w, status, msg)
+	h.logFailure(r, status, uid, msg, err)
+}
+
+// logFailure logs http.publish_failed for a request or one item of a
+// batch (extra says which).
+func (h *Handler) logFailure(r *http.Request, status int, uid, msg string, err error, extra ...zap.Field) {
 	level := zap.InfoLevel
 	if status >= http.StatusInternalServerError {
 		level = zap.WarnLevel
@@ -228,7 +316,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, uid, 
 	if ce == nil {
 		return
 	}
-	fields := []zap.Field{zap.Int("status", status), zap.String("reason", msg), h.remote(r), zap.String("key_id", h.keyID)}
+	fields := append([]zap.Field{zap.Int("status", status), zap.String("reason", msg), h.remote(r), zap.String("key_id", h.keyID)}, extra...)
 	if uid != "" {
 		fields = append(fields, zap.String("uid", uid))
 	}

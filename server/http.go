@@ -68,7 +68,7 @@ func (s *Server) routeDoors(mux *http.ServeMux) error {
 		mux.HandleFunc("/send", disabled)
 		return nil
 	}
-	door, err := api.New(s.nats.js, s.nats.main, s.log, api.Config{APIKey: s.cfg.APIKey, TrustedProxies: s.cfg.TrustedProxies})
+	door, err := api.New(s.nats.main, s.log, api.Config{APIKey: s.cfg.APIKey, TrustedProxies: s.cfg.TrustedProxies})
 	if err != nil {
 		return configErr(err)
 	}
