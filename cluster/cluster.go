@@ -204,7 +204,27 @@ func (n *Node) Close() {
 		n.cancel()
 	}
 	n.wg.Wait()
+	n.refuseQueued()
 	n.failAll(ErrTimeout)
+}
+
+// refuseQueued answers the delivery requests that arrived but were not
+// served before the workers stopped with a failure, so their senders retry
+// now (the user is likely reconnecting to another node) instead of waiting
+// out their timeout: in a rolling restart that wait held the next node's
+// shutdown for its whole drain budget. Online questions get no answer, as
+// from a node that left.
+func (n *Node) refuseQueued() {
+	for {
+		select {
+		case msg := <-n.requests:
+			if _, err := wire.UIDFromDeliverSubject(msg.Subject); err == nil {
+				_ = msg.Respond(replyFail)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // Online reports whether uid has a connection on this node.

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -366,5 +367,67 @@ func TestDeliveryCarriesTheMessagesOrigin(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// gated is a connection whose writes wait until the gate opens.
+type gated struct {
+	conn
+	gate    chan struct{}
+	entered chan struct{}
+}
+
+func (g *gated) Enqueue(m *hub.Message) bool {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.conn.Enqueue(m)
+}
+
+// A node that stops answers the delivery requests still queued for its
+// workers, so the requester retries at once instead of waiting out its
+// timeout (in a rolling restart that wait held the next node's shutdown).
+func TestClosingNodeAnswersQueuedRequests(t *testing.T) {
+	url := startNATS(t)
+	cfg := cluster.Config{Routing: true, Timeout: time.Minute, Stall: 100 * time.Millisecond}
+	a := newNode(t, url, cfg)
+	bcfg := cfg
+	bcfg.Workers = 1
+	b := newNode(t, url, bcfg)
+	g := &gated{gate: make(chan struct{}), entered: make(chan struct{}, 10)}
+	if err := b.hub.Add("busy", g, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	outs := []outcome{route(a, "busy", "m0")}
+	<-g.entered // B's only worker is writing m0; the rest queue
+	for i := 1; i < 6; i++ {
+		outs = append(outs, route(a, "busy", fmt.Sprint("m", i)))
+	}
+	if err := a.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Flush(); err != nil { // B's client has read the requests
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	// Close unsubscribes, then stops the workers; the blocked worker can
+	// take no more, so the queued requests are left to Close.
+	for b.nc.NumSubscriptions() > 0 {
+		runtime.Gosched()
+	}
+	close(g.gate)
+	<-closed
+	for i, o := range outs {
+		err := o.wait(t, 5*time.Second) // the timeout is a minute: an answer, not the timeout
+		if i == 0 && err != nil {
+			t.Fatalf("m0 was written: %v", err)
+		}
+		if errors.Is(err, hub.ErrTimeout) {
+			t.Fatalf("m%d timed out", i)
+		}
 	}
 }
