@@ -213,7 +213,7 @@ func restartInStorm(t *testing.T, s stormRun, p *harness.Pusher, relaunch func()
 	}
 	r.stopped = time.Since(stopAt)
 	for _, l := range p.Log().Find(harness.EventShutdownStep, nil) {
-		r.cutShort = append(r.cutShort, fmt.Sprint(l["step"]))
+		r.cutShort = append(r.cutShort, fmt.Sprint(l["step"], ": ", l["error"]))
 	}
 	p = relaunch()
 	r.ready = readyAt(t, p, time.Now()).Sub(stopAt)
