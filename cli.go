@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -138,16 +139,24 @@ func runKick(ctx context.Context, env *environ, args []string) error {
 		// Not a failure: whoever is to be logged out is.
 		answered := "no pusher node answered"
 		if len(answers) > 0 {
-			answered = fmt.Sprintf("%d nodes answered", len(answers))
+			answered = count(len(answers), "node") + " answered"
 		}
 		fmt.Fprintf(env.stdout, "no connection of %s on any node (%s)\n", uid, answered)
 		return nil
 	}
-	fmt.Fprintf(env.stdout, "closed %d connections of %s on %d nodes\n", closed, uid, nodes)
+	fmt.Fprintf(env.stdout, "closed %s of %s on %s\n", count(closed, "connection"), uid, count(nodes, "node"))
 	for _, a := range answers {
 		if a.Closed > 0 {
 			fmt.Fprintf(env.stdout, "  %s\t%d\n", a.Node, a.Closed)
 		}
 	}
 	return nil
+}
+
+// count is n and noun, plural unless n is 1: "1 node", "3 nodes".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }

@@ -315,7 +315,7 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 
 	// Online: one node holds cli-user; nobody holds away.
 	code, out, _ = cli(t, env, "online", "cli-user")
-	if code != 0 || !strings.Contains(out, "cli-user is online: 1 connections on 1 nodes") {
+	if code != 0 || !strings.Contains(out, "cli-user is online: 1 connection on 1 node") {
 		t.Fatalf("online: %d %q", code, out)
 	}
 	code, out, _ = cli(t, env, "online", "--json", "cli-user")
@@ -342,11 +342,11 @@ func TestCLIAgainstARunningPusher(t *testing.T) {
 	}
 
 	code, out, _ = cli(t, env, "kick", "away")
-	if code != 0 || out != "no connection of away on any node (1 nodes answered)\n" {
+	if code != 0 || out != "no connection of away on any node (1 node answered)\n" {
 		t.Fatalf("kick of a user not connected: %d %q", code, out)
 	}
 	code, out, _ = cli(t, env, "kick", "cli-user")
-	if code != 0 || !strings.HasPrefix(out, "closed 1 connections of cli-user on 1 nodes\n  ") || !strings.HasSuffix(out, "\t1\n") {
+	if code != 0 || !strings.HasPrefix(out, "closed 1 connection of cli-user on 1 node\n  ") || !strings.HasSuffix(out, "\t1\n") {
 		t.Fatalf("kick: %d %q", code, out)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -420,7 +420,7 @@ func TestCLIDLQReplayOnlyToOnlineUsers(t *testing.T) {
 	awaySeqs := dlqSeqs(t, env, "away")
 
 	code, out, errOut := cli(t, env, "dlq", "replay", "--all")
-	want := "replayed 2 dead letters, skipped 1 malformed, skipped 1 bad_subject (they name no user), left 1 dead letters of 1 offline users in place\n"
+	want := "replayed 2 dead letters, skipped 1 malformed, skipped 1 bad_subject (they name no user), left 1 dead letter of 1 offline user in place\n"
 	if code != 0 || out != want {
 		t.Fatalf("replay --all: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
@@ -432,8 +432,8 @@ func TestCLIDLQReplayOnlyToOnlineUsers(t *testing.T) {
 	harness.WaitStreamMsgs(t, 10*time.Second, js, wire.DLQStreamName, "dlq.push.here", 0)
 
 	code, out, errOut = cli(t, env, "dlq", "replay", "--uid", "away")
-	if code != 1 || out != "replayed 0 dead letters, left 1 dead letters of 1 offline users in place\n" ||
-		errOut != "pusher: away is offline: its 1 dead letters stay in PUSH_DLQ (--force replays them anyway)\n" {
+	if code != 1 || out != "replayed 0 dead letters, left 1 dead letter of 1 offline user in place\n" ||
+		errOut != "pusher: away is offline: 1 dead letter left in PUSH_DLQ (--force replays anyway)\n" {
 		t.Fatalf("replay to an offline user: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if got := dlqSeqs(t, env, "away"); len(got) != 1 || got[0] != awaySeqs[0] {
@@ -443,7 +443,7 @@ func TestCLIDLQReplayOnlyToOnlineUsers(t *testing.T) {
 	// Forced, it goes out and, away still being away, comes back as a new
 	// dead letter.
 	code, out, _ = cli(t, env, "dlq", "replay", "--uid", "away", "--force")
-	if code != 0 || out != "replayed 1 dead letters\n" {
+	if code != 0 || out != "replayed 1 dead letter\n" {
 		t.Fatalf("replay --force: %d %q", code, out)
 	}
 	harness.WaitFor(t, 10*time.Second, "away's dead letter stored again", func() error {
@@ -492,7 +492,7 @@ func TestCLIDLQDelete(t *testing.T) {
 		t.Fatalf("--seq of a deleted one: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut = cliWithStdin(t, env, terminal{strings.NewReader("yes\n")}, "dlq", "delete", "--seq", fmt.Sprint(s3))
-	if code != 0 || out != "deleted 1 dead letters\n" ||
+	if code != 0 || out != "deleted 1 dead letter\n" ||
 		!strings.HasPrefix(errOut, fmt.Sprintf("delete dead letter %d (uid other, max_deliver, 2 bytes)? [y/N] ", s3)) {
 		t.Fatalf("--seq: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

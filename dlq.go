@@ -127,7 +127,7 @@ func runDLQList(ctx context.Context, env *environ, args []string) error {
 	})
 	if !*asJSON {
 		_ = tw.Flush()
-		fmt.Fprintf(env.stderr, "%d dead letters\n", n)
+		fmt.Fprintln(env.stderr, count(n, "dead letter"))
 	}
 	if err != nil {
 		return fmt.Errorf("list dead letters: %w", noDLQ(err))
@@ -212,7 +212,7 @@ func runDLQReplay(ctx context.Context, env *environ, args []string) error {
 		return fmt.Errorf("replay: %w", noDLQ(err))
 	}
 	if left := r.left(); *uid != "" && left > 0 {
-		return fmt.Errorf("%s is offline: its %d dead letters stay in %s (--force replays them anyway)", *uid, left, wire.DLQStreamName)
+		return fmt.Errorf("%s is offline: %s left in %s (--force replays anyway)", *uid, count(left, "dead letter"), wire.DLQStreamName)
 	}
 	return nil
 }
@@ -270,7 +270,7 @@ func (r *replayRun) left() int {
 // report is the one line saying what the replay did and what it left.
 func (r *replayRun) report(res consumer.ReplayResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "replayed %d dead letters", res.Replayed)
+	b.WriteString("replayed " + count(res.Replayed, "dead letter"))
 	if res.Expired > 0 {
 		fmt.Fprintf(&b, ", removed %d past their Pusher-TTL", res.Expired)
 	}
@@ -281,7 +281,7 @@ func (r *replayRun) report(res consumer.ReplayResult) string {
 		fmt.Fprintf(&b, ", skipped %d bad_subject (they name no user)", res.BadSubject)
 	}
 	if left := r.left(); left > 0 {
-		fmt.Fprintf(&b, ", left %d dead letters of %d offline users in place", left, len(r.offline))
+		fmt.Fprintf(&b, ", left %s of %s in place", count(left, "dead letter"), count(len(r.offline), "offline user"))
 	}
 	return b.String()
 }
@@ -337,7 +337,7 @@ func runDLQDelete(ctx context.Context, env *environ, args []string) error {
 		}
 	}
 	deleted, err := deleteEach(ctx, dlq, seqs)
-	fmt.Fprintf(env.stdout, "deleted %d dead letters\n", deleted)
+	fmt.Fprintln(env.stdout, "deleted", count(deleted, "dead letter"))
 	return err
 }
 
@@ -382,11 +382,11 @@ func deadLettersOf(ctx context.Context, dlq *consumer.DLQ, uid string, olderThan
 		return nil
 	})
 	what := "dead letters of " + uid
+	if len(seqs) > 0 {
+		what = count(len(seqs), "dead letter") + " of " + uid
+	}
 	if olderThan > 0 {
 		what += " stored more than " + olderThan.String() + " ago"
-	}
-	if len(seqs) > 0 {
-		what = strconv.Itoa(len(seqs)) + " " + what
 	}
 	return seqs, what, err
 }

@@ -56,7 +56,7 @@ func runOnline(ctx context.Context, env *environ, args []string) error {
 		}
 	}
 	if !*asJSON {
-		fmt.Fprintf(env.stdout, "%s is online: %d connections on %d nodes\n", uid, total, len(answers))
+		fmt.Fprintf(env.stdout, "%s is online: %s on %s\n", uid, count(total, "connection"), count(len(answers), "node"))
 		for _, a := range answers {
 			fmt.Fprintf(env.stdout, "  %s\t%d\n", a.Node, a.Conns)
 		}
