@@ -22,7 +22,7 @@ package main
 //	                              (FULL_AT_NS: when all N were last online, 0
 //	                              while some are not)
 //	sdials FROM_NS TO_NS          the storm clients' connect attempts that
-//	                              started in [FROM, TO) -> d START:TOOK:RESULT:UID
+//	                              started in [FROM, TO) -> d START:TOOK:RESULT:BACKOFF:UID
 //	                              ... (several a line), then ok sdials COUNT
 //	sids                          every payload id the storm clients received
 //	                              -> r ID ID ... (several a line), ok sids COUNT
@@ -581,7 +581,7 @@ func (c *client) stormCommand(f []string) (string, []string) {
 				sb.Reset()
 				sb.WriteString("d")
 			}
-			fmt.Fprintf(&sb, " %d:%d:%d:%s", d.Start.UnixNano(), d.Took.Nanoseconds(), d.Result, d.UID)
+			fmt.Fprintf(&sb, " %d:%d:%d:%d:%s", d.Start.UnixNano(), d.Took.Nanoseconds(), d.Result, d.Backoff.Nanoseconds(), d.UID)
 		}
 		if sb.Len() > 0 {
 			data = append(data, sb.String())

@@ -365,17 +365,19 @@ func (b *bench) stormDials(ctx context.Context, from, to time.Time) (*harness.Di
 				continue
 			}
 			for _, v := range strings.Fields(vals) {
-				p := strings.SplitN(v, ":", 4)
-				if len(p) != 4 {
+				p := strings.SplitN(v, ":", 5)
+				if len(p) != 5 {
 					return fmt.Errorf("client %d: bad dial %q", c.id, v)
 				}
 				start, err1 := strconv.ParseInt(p[0], 10, 64)
 				took, err2 := strconv.ParseInt(p[1], 10, 64)
 				res, err3 := strconv.Atoi(p[2])
-				if err := errors.Join(err1, err2, err3); err != nil {
+				backoff, err4 := strconv.ParseInt(p[3], 10, 64)
+				if err := errors.Join(err1, err2, err3, err4); err != nil {
 					return fmt.Errorf("client %d: bad dial %q: %w", c.id, v, err)
 				}
-				per[i] = append(per[i], harness.Dial{Start: time.Unix(0, start), Took: time.Duration(took), Result: harness.DialResult(res), UID: p[3]})
+				per[i] = append(per[i], harness.Dial{Start: time.Unix(0, start), Took: time.Duration(took), Result: harness.DialResult(res),
+					Backoff: time.Duration(backoff), UID: p[4]})
 			}
 		}
 		if len(f) != 2 || f[1] != strconv.Itoa(len(per[i])) {
