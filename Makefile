@@ -97,6 +97,10 @@ bench-micro: ## Go micro-benchmarks of the hot paths (hub, dispatch, frame write
 bench-system: ## pusher as its own process vs the raw JetStream ceiling and floor, in one run (BENCHFLAGS=--quick for a smoke run; DEMO_BIN=path adds the original demo)
 	$(GO) run ./bench $(if $(DEMO_BIN),--demo-bin $(DEMO_BIN)) $(BENCHFLAGS)
 
+.PHONY: bench-storm
+bench-storm: ## connect storms: restart a single node, then each of 3 cluster nodes, under 15,000 reconnecting clients per node (BENCHFLAGS=--quick: 1,500; --storm=single|cluster for one)
+	$(GO) run ./bench --storm $(BENCHFLAGS)
+
 .PHONY: bench-cluster
 bench-cluster: ## 3-node NATS cluster with 1 then 3 pusher nodes, 15,000 connections per node, in one run
 	$(GO) run ./bench --cluster $(BENCHFLAGS)

@@ -14,6 +14,18 @@ package main
 //	report                        -> lat SEQ:NS SEQ:NS ... (latency phase), then
 //	                              ok rep UNIQUE DUP BAD LAST_RECV_NS SAMPLES DROPPED FIRST_DROP
 //	close                         close every connection with 1000 -> ok closed N
+//	storm N PREFIX FIRST          start N reconnecting clients for uids
+//	                              PREFIX+FIRST... (harness.BackoffClients: the
+//	                              official client's back-off, over every --url,
+//	                              from the --src addresses) -> ok storm
+//	sstat                         -> ok sstat ONLINE N FULL_AT_NS FRAMES DUPS
+//	                              (FULL_AT_NS: when all N were last online, 0
+//	                              while some are not)
+//	sdials FROM_NS TO_NS          the storm clients' connect attempts that
+//	                              started in [FROM, TO) -> d START:TOOK:RESULT:BACKOFF:UID
+//	                              ... (several a line), then ok sdials COUNT
+//	sids                          every payload id the storm clients received
+//	                              -> r ID ID ... (several a line), ok sids COUNT
 //	quit                          close and exit
 //
 // With --token-query the token goes in the URL (?token=), as the original
@@ -42,6 +54,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pusher-io/pusher/auth"
+	"github.com/pusher-io/pusher/e2e/harness"
 	"github.com/pusher-io/pusher/wire"
 )
 
@@ -145,6 +158,12 @@ type client struct {
 
 	dropped   atomic.Int64 // connections the server ended
 	firstDrop atomic.Pointer[string]
+
+	// The storm clients (storm command), at most one group; the
+	// commands run one at a time, on the stdin loop's goroutine.
+	storm    *harness.BackoffClients
+	stormRec *harness.Recorder
+	stormN   int // clients in storm
 }
 
 // runClient is client mode's main; it returns the exit code.
@@ -272,6 +291,8 @@ func (c *client) command(ctx context.Context, f []string) (string, []string) {
 		return c.report()
 	case "close":
 		return fmt.Sprintf("ok closed %d", c.closeAll()), nil
+	case "storm", "sstat", "sdials", "sids":
+		return c.stormCommand(f)
 	}
 	return errf("unknown command %q", f[0])
 }
@@ -456,6 +477,10 @@ func unwrapEnvelope(b []byte) (seq uint64, payload []byte, ok bool) {
 // closeAll sends a 1000 close frame on every connection, waits for the
 // readers (bounded), and returns how many connections there were.
 func (c *client) closeAll() int {
+	if c.storm != nil {
+		c.storm.Stop()
+		c.storm = nil
+	}
 	c.closing.Store(true)
 	c.mu.Lock()
 	conns := c.conns
@@ -489,4 +514,85 @@ func (c *client) closeAll() int {
 		<-done
 	}
 	return len(conns)
+}
+
+// stormChunk is how many dials or ids go on one sdials or sids line.
+const stormChunk = 1000
+
+// stormCommand runs the storm commands: the reconnecting clients are the
+// harness's (the e2e storm tests'), run here because one process cannot
+// hold the storm's sockets; the orchestrator merges what each process saw.
+func (c *client) stormCommand(f []string) (string, []string) {
+	errf := func(format string, a ...any) (string, []string) {
+		return "err " + strings.ReplaceAll(fmt.Sprintf(format, a...), "\n", " "), nil
+	}
+	switch f[0] {
+	case "storm":
+		if len(f) != 4 {
+			return errf("usage: storm N PREFIX FIRST")
+		}
+		n, err1 := strconv.Atoi(f[1])
+		first, err2 := strconv.Atoi(f[3])
+		if err := errors.Join(err1, err2); err != nil || n < 1 || c.storm != nil {
+			return errf("storm: bad arguments %q, or clients already running", f[1:])
+		}
+		uids := make([]string, n)
+		for i := range uids {
+			uids[i] = f[2] + strconv.Itoa(first+i)
+		}
+		c.stormRec = harness.NewRecorder()
+		g, err := harness.NewBackoffClients(harness.BackoffClientsConfig{
+			URLs: c.urls, UIDs: uids, LocalIPs: c.srcs, Secret: string(c.secret), Rec: c.stormRec,
+		})
+		if err != nil {
+			return errf("storm: %v", err)
+		}
+		c.storm, c.stormN = g, n
+		return "ok storm", nil
+	}
+	if c.storm == nil {
+		return errf("%s: no storm clients", f[0])
+	}
+	switch f[0] {
+	case "sstat":
+		var full int64
+		if at, err := c.storm.AllOnline(); err == nil {
+			full = at.UnixNano()
+		}
+		return fmt.Sprintf("ok sstat %d %d %d %d %d", c.storm.Online(), c.stormN, full,
+			c.stormRec.Frames(), c.stormRec.Duplicates()), nil
+	case "sdials":
+		if len(f) != 3 {
+			return errf("usage: sdials FROM_NS TO_NS")
+		}
+		from, err1 := strconv.ParseInt(f[1], 10, 64)
+		to, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return errf("sdials: bad arguments %q", f[1:])
+		}
+		dials := c.storm.Dials().Between(time.Unix(0, from), time.Unix(0, to))
+		var data []string
+		var sb strings.Builder
+		for i, d := range dials {
+			if i%stormChunk == 0 {
+				if sb.Len() > 0 {
+					data = append(data, sb.String())
+				}
+				sb.Reset()
+				sb.WriteString("d")
+			}
+			fmt.Fprintf(&sb, " %d:%d:%d:%d:%s", d.Start.UnixNano(), d.Took.Nanoseconds(), d.Result, d.Backoff.Nanoseconds(), d.UID)
+		}
+		if sb.Len() > 0 {
+			data = append(data, sb.String())
+		}
+		return fmt.Sprintf("ok sdials %d", len(dials)), data
+	default: // sids
+		ids := c.stormRec.IDs()
+		var data []string
+		for i := 0; i < len(ids); i += stormChunk {
+			data = append(data, "r "+strings.Join(ids[i:min(i+stormChunk, len(ids))], " "))
+		}
+		return fmt.Sprintf("ok sids %d", len(ids)), data
+	}
 }

@@ -139,7 +139,7 @@ func (b *bench) startNodes(ctx context.Context, gen, nodes int) error {
 	errs := make([]error, nodes)
 	start := func(i int) {
 		procs[i], errs[i] = startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("c%d-pusher-%d", gen, i+1), b.secret, harness.PusherConfig{
-			NATSURL: b.natsURLs(i), Replicas: natsClusterSize, Routing: "cluster",
+			NATSURL: b.natsURLs(i), Replicas: natsClusterSize, Routing: "cluster", Env: b.nodeEnv,
 		})
 	}
 	start(0)

@@ -84,6 +84,11 @@ type config struct {
 	natsBin     string
 	gcWaitSet   bool // --gc-wait given explicitly
 	idlePerNode int  // cluster mode: --idle-conns is per pusher node
+
+	// Storm mode (--storm, storm.go).
+	storm        stormMode
+	stormClients int
+	stormRate    int
 }
 
 const (
@@ -131,6 +136,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.burstMsgs, "burst-messages", 50000, "cluster mode: messages in the burst with every idle connection open")
 	fs.IntVar(&c.burstUIDs, "burst-uids", 1500, "cluster mode: connected uids the burst goes to, spread over the nodes")
 	fs.StringVar(&c.natsBin, "nats-bin", "", "cluster mode: nats-server binary to run (default: go build the version go.mod requires)")
+	fs.Var(&c.storm, "storm", "storm mode, instead of the other phases: --storm (or =both) restarts a single node then each node of a 3-node cluster under reconnecting clients and a steady publish rate; =single or =cluster for one (see BENCHMARKS.md, Storm)")
+	fs.IntVar(&c.stormClients, "storm-clients", 15000, "storm mode: reconnecting clients (one uid each) per pusher node")
+	fs.IntVar(&c.stormRate, "storm-rate", 1000, "storm mode: messages a second published to the clients' uids throughout")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, usageError{err}
@@ -156,6 +164,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			"gc-wait":          func() { c.gcWait = 0 },
 			"burst-messages":   func() { c.burstMsgs = 10000 },
 			"burst-uids":       func() { c.burstUIDs = 300 },
+			"storm-clients":    func() { c.stormClients = 1500 },
+			"storm-rate":       func() { c.stormRate = 250 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -173,6 +183,23 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, usageError{errors.New("--latency-duration must be positive")}
 	case c.cluster && c.demoBin != "":
 		return c, usageError{errors.New("--demo-bin is for the single-node run, not --cluster")}
+	}
+	if c.storm != "" {
+		if c.cluster || c.demoBin != "" {
+			return c, usageError{errors.New("--storm runs alone: not with --cluster or --demo-bin (--storm=cluster is the cluster storm)")}
+		}
+		if c.stormClients < 1 || c.stormRate < 1 {
+			return c, usageError{errors.New("--storm-clients and --storm-rate must be positive")}
+		}
+		total := c.stormClients
+		if c.storm.cluster() {
+			total *= clusterNodes
+		}
+		c.clients = max(c.clients, (total+maxConnsPerProcess-1)/maxConnsPerProcess)
+		if c.clients*srcsPerClient > 250 {
+			return c, usageError{errors.New("too many client processes for 127.0.0.2-127.0.0.251")}
+		}
+		return c, nil
 	}
 	idleTotal := c.idleConns
 	if c.cluster {
@@ -221,8 +248,11 @@ type bench struct {
 	natsGen     int              // cluster mode: NATS clusters started so far
 	nofile      uint64           // cluster mode: RLIMIT_NOFILE, soft
 	natsVersion string           // cluster mode: nats-server --version
-	clients     []*clientProc
-	progress    chan struct{} // signalled when a client reports a count
+	// nodeEnv is the environment of the cluster's pusher nodes started
+	// next, on top of the bench's (storm mode's); nil for the others.
+	nodeEnv  map[string]string
+	clients  []*clientProc
+	progress chan struct{} // signalled when a client reports a count
 	// demo is the original demo while its phases run (useDemo), instead
 	// of a pusher; demoInfo describes its binary.
 	demo     *demoProc
@@ -298,9 +328,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}()
 
-	steps := b.singleSteps()
-	if cfg.cluster {
+	var steps []step
+	switch {
+	case cfg.storm != "":
+		steps = b.stormSteps()
+	case cfg.cluster:
 		steps = b.clusterSteps()
+	default:
+		steps = b.singleSteps()
 	}
 	for _, s := range steps {
 		b.logf("%s", s.name)

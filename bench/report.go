@@ -165,6 +165,9 @@ func (b *bench) print() error {
 		}
 		fmt.Fprintf(w, "load average (1, 5, 15 min): %s at the start, %s at the end\n\n", b.loadStart, loadAvg())
 	}
+	if c.storm != "" {
+		anchors = ""
+	}
 	b.res.table(w)
 	if anchors != "" {
 		fmt.Fprintf(w, "\n%s\n", anchors)
@@ -205,6 +208,13 @@ func (b *bench) print() error {
 		"client_processes": c.clients, "source_addresses": c.clients * srcsPerClient, "dial_parallel": c.dialParallel,
 		"http_messages": c.httpMessages, "http_publishers": c.httpPublishers, "http_batch": c.httpBatch,
 		"demo": b.demoInfo, "load_avg_start": b.loadStart, "load_avg_end": loadAvg(),
+	}
+	if c.storm != "" {
+		config = map[string]any{
+			"mode": "storm", "storm": string(c.storm), "quick": c.quick, "storm_clients_per_node": c.stormClients, "storm_rate": c.stormRate,
+			"client_processes": c.clients, "source_addresses": c.clients * srcsPerClient, "nats_server": b.natsVersion,
+			"load_avg_start": b.loadStart, "load_avg_end": loadAvg(),
+		}
 	}
 	if c.cluster {
 		config = map[string]any{

@@ -227,7 +227,7 @@ func restartInStorm(t *testing.T, s stormRun, p *harness.Pusher, relaunch func()
 	r.dials = s.clients.Dials().Window(stopAt, stopAt.Add(max(r.back, r.ready)))
 	storm := s.clients.Dials().Between(stopAt, stopAt.Add(max(r.back, r.ready)))
 	r.split = connectSplit(storm, s.live()...)
-	r.failedAfterReady, r.backAfterDial = afterReady(storm, stopAt.Add(r.ready))
+	r.failedAfterReady, r.backAfterDial = harness.AfterReady(storm, stopAt.Add(r.ready))
 
 	// Replays run as users return, so the dead letters may be gone
 	// already; the clock runs from the SIGTERM either way.
@@ -247,28 +247,6 @@ func restartInStorm(t *testing.T, s stormRun, p *harness.Pusher, relaunch func()
 	r.dlqStored = dlqStored(t, s.js) - stored0
 	r.dups = s.rec.Duplicates() - dups0
 	return p, r
-}
-
-// afterReady looks at a storm's dials from the moment the node was
-// ready: how many failed (not refused as busy), and the longest a client
-// took from its first dial then to its connection.
-func afterReady(storm []harness.Dial, ready time.Time) (failed int, longest time.Duration) {
-	firstDial := map[string]time.Time{}
-	for _, d := range storm { // in the order they ended: a client's in its order
-		if d.Start.Before(ready) {
-			continue
-		}
-		if _, ok := firstDial[d.UID]; !ok {
-			firstDial[d.UID] = d.Start
-		}
-		switch d.Result {
-		case harness.DialFailed:
-			failed++
-		case harness.DialOK:
-			longest = max(longest, d.Start.Add(d.Took).Sub(firstDial[d.UID]))
-		}
-	}
-	return failed, longest
 }
 
 // readyAt is when p logged pusher.ready (the line's ts), or fallback when

@@ -182,6 +182,19 @@ func (r *Recorder) Missing(want map[string]struct{}) []string {
 	return out
 }
 
+// IDs returns every payload id received, once each: for a recorder in
+// another process (the benchmark's client processes) to send what it got
+// to the one that knows what was published.
+func (r *Recorder) IDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.got))
+	for id := range r.got {
+		out = append(out, id)
+	}
+	return out
+}
+
 // FrameClock keeps the arrival time of every frame, across clients, to
 // measure how long delivery stalled around a fault.
 type FrameClock struct {

@@ -389,3 +389,28 @@ func dlqInfo(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo
 	}
 	return info, nil
 }
+
+// AfterReady looks at a storm's dials (in the order they ended, as
+// DialLog.Between returns them) from the moment the node was ready: how
+// many failed (not refused as busy), and the longest a client took from
+// its first dial then to its connection — the server's share of the
+// return, without the back-off a client was still waiting out when the
+// node became ready.
+func AfterReady(storm []Dial, ready time.Time) (failed int, longest time.Duration) {
+	firstDial := map[string]time.Time{}
+	for _, d := range storm { // in the order they ended: a client's in its order
+		if d.Start.Before(ready) {
+			continue
+		}
+		if _, ok := firstDial[d.UID]; !ok {
+			firstDial[d.UID] = d.Start
+		}
+		switch d.Result {
+		case DialFailed:
+			failed++
+		case DialOK:
+			longest = max(longest, d.Start.Add(d.Took).Sub(firstDial[d.UID]))
+		}
+	}
+	return failed, longest
+}
