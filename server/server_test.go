@@ -214,6 +214,21 @@ func TestHealthAndReadiness(t *testing.T) {
 func TestGracefulShutdownClosesWith1001(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	c := n.dial(t, "bye")
+	// On the embedded NATS the node is alone: its users are asked to wait
+	// for its restart.
+	gracefulShutdown(t, n, c, wire.CloseGoingAwayRetryText)
+}
+
+// A node with cluster routing has others that can take its users at once.
+func TestGracefulShutdownInAClusterAsksNoWait(t *testing.T) {
+	_, b := twoNodes(t)
+	gracefulShutdown(t, b, b.dial(t, "moves"), wire.CloseGoingAwayText)
+}
+
+// gracefulShutdown stops n and checks that c was closed with 1001 and
+// reason, and that the shutdown completed.
+func gracefulShutdown(t *testing.T, n *node, c *client, reason string) {
+	t.Helper()
 	closed := make(chan error, 1)
 	go func() {
 		_, _, err := c.Next(20 * time.Second)
@@ -223,8 +238,9 @@ func TestGracefulShutdownClosesWith1001(t *testing.T) {
 	if err := <-n.run; err != nil {
 		t.Fatalf("Run returned %v after Close", err)
 	}
-	if err := <-closed; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Fatalf("client saw %v, want close 1001", err)
+	var ce *websocket.CloseError
+	if err := <-closed; !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway || ce.Text != reason {
+		t.Fatalf("client saw %v, want close 1001 %q", err, reason)
 	}
 	n.logs.Wait(t, time.Second, "pusher.stopped", nil)
 	if l := n.logs.Find("pusher.shutdown_incomplete", nil); len(l) > 0 {

@@ -6,6 +6,11 @@ package wire
 const (
 	CloseGoingAway     = 1001 // RFC 6455: the server is shutting down
 	CloseGoingAwayText = "server shutting down"
+	// CloseGoingAwayRetryText is a lone node's: no other node can take
+	// its users, so they should come back once it has restarted rather
+	// than back off towards their ceiling while it is away (the official
+	// client waits what the reason says plus up to as much again).
+	CloseGoingAwayRetryText = "server shutting down; retry after 2s"
 
 	CloseKicked     = 4001 // pusher kick / pusher.kick.<uid> (logout)
 	CloseKickedText = "kicked"

@@ -38,11 +38,23 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 	}
 	h.handshakes.Add(-1)
 	h.met.connects.WithLabelValues(resultBusy).Inc()
+	h.refuseForNow(w, r, "too many connections being set up", "busy")
+	return false
+}
+
+// refuseForNow turns a handshake away for a while: 503 with Retry-After
+// and why in the JSON error, or, for a pusher.v1 client, the upgrade and
+// at once close 1013 with short and the wait in its reason ("busy; retry
+// after 2s"). It serves the handshake cap, a node at its connection
+// limit and a node shutting down, where a retry later, perhaps on
+// another node, will do; without the wait a client counts the refusal as
+// a failed dial and backs off towards its 20 s ceiling.
+func (h *Handler) refuseForNow(w http.ResponseWriter, r *http.Request, why, short string) {
 	secs := strconv.Itoa(int(busyRetryAfter / time.Second))
 	if !asksFor(r, Subprotocol) {
 		w.Header().Set("Retry-After", secs)
-		writeError(w, http.StatusServiceUnavailable, "too many connections being set up; retry after "+secs+"s")
-		return false
+		writeError(w, http.StatusServiceUnavailable, why+"; retry after "+secs+"s")
+		return
 	}
 	up := websocket.Upgrader{
 		Subprotocols: []string{Subprotocol},
@@ -50,14 +62,13 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 	}
 	c, err := up.Upgrade(w, r, nil)
 	if err != nil {
-		return false // the upgrader answered
+		return // the upgrader answered
 	}
-	msg := websocket.FormatCloseMessage(closeTryAgain, "busy; retry after "+secs+"s")
+	msg := websocket.FormatCloseMessage(closeTryAgain, short+"; retry after "+secs+"s")
 	if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
-		h.log.Debug(evRefused, zap.String("reason", "busy"), zap.Error(err))
+		h.log.Debug(evRefused, zap.String("reason", short), zap.Error(err))
 	}
 	_ = c.Close()
-	return false
 }
 
 // asksFor reports whether r's upgrade lists the subprotocol p.

@@ -433,7 +433,7 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("hub.Len() = %d after Shutdown, want 0", n)
 	}
 	c, resp, err := ts.dial(t, dialer(0), bearer(signToken(t, "carol", time.Hour)), "")
-	wantRefused(t, c, resp, err, http.StatusServiceUnavailable, "server shutting down")
+	wantRefused(t, c, resp, err, http.StatusServiceUnavailable, "server shutting down; retry after 2s")
 }
 
 // TestQueuedReportedOnClose: messages still queued when a connection

@@ -303,15 +303,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection a clone, and a connection logs only a few lines.
 	c := newConn(id, uid, h)
 	if err := h.hub.Add(uid, c, h.connected(c)); err != nil {
-		status, msg, result := http.StatusServiceUnavailable, "server at connection limit", resultLimited
-		if errors.Is(err, hub.ErrUIDFull) {
-			status, msg = http.StatusTooManyRequests, "too many connections for this user"
-		} else if errors.Is(err, hub.ErrClosed) {
-			msg, result = "server shutting down", resultUnavailable
-		}
-		h.met.connects.WithLabelValues(result).Inc()
 		h.log.Info(evRefused, zap.String("uid", uid), zap.Uint64("conn", id), zap.Error(err))
-		writeError(w, status, msg)
+		switch {
+		case errors.Is(err, hub.ErrUIDFull):
+			// Retrying does not help until the user closes a connection.
+			h.met.connects.WithLabelValues(resultLimited).Inc()
+			writeError(w, http.StatusTooManyRequests, "too many connections for this user")
+		case errors.Is(err, hub.ErrClosed):
+			h.met.connects.WithLabelValues(resultUnavailable).Inc()
+			h.refuseForNow(w, r, "server shutting down", "shutting down")
+		default:
+			h.met.connects.WithLabelValues(resultLimited).Inc()
+			h.refuseForNow(w, r, "server at connection limit", "full")
+		}
 		return
 	}
 	h.serve(w, r, c, claims.ExpiresAt)

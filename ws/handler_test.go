@@ -403,6 +403,8 @@ func TestHubRefusals(t *testing.T) {
 		thenAccept   string // a uid that must still connect; "" for none
 		wantStatus   int
 		wantError    string
+		wantRetry    string // Retry-After
+		wantV1       string // a pusher.v1 client's 1013 reason; "": refused like a raw client
 	}{
 		{
 			name:       "uid at MaxConnsPerUID",
@@ -419,14 +421,18 @@ func TestHubRefusals(t *testing.T) {
 			giveFirst:  "alice",
 			giveUID:    "bob",
 			wantStatus: http.StatusServiceUnavailable,
-			wantError:  "server at connection limit",
+			wantError:  "server at connection limit; retry after 2s",
+			wantRetry:  "2",
+			wantV1:     "full; retry after 2s",
 		},
 		{
 			name:         "hub shut down",
 			giveShutdown: true,
 			giveUID:      "alice",
 			wantStatus:   http.StatusServiceUnavailable,
-			wantError:    "server shutting down",
+			wantError:    "server shutting down; retry after 2s",
+			wantRetry:    "2",
+			wantV1:       "shutting down; retry after 2s",
 		},
 	}
 	for _, tt := range tests {
@@ -442,6 +448,17 @@ func TestHubRefusals(t *testing.T) {
 			}
 			c, resp, err := ts.dial(t, dialer(0), bearer(signToken(t, tt.giveUID, time.Hour)), "")
 			wantRefused(t, c, resp, err, tt.wantStatus, tt.wantError)
+			if got := resp.Header.Get("Retry-After"); got != tt.wantRetry {
+				t.Errorf("Retry-After %q, want %q", got, tt.wantRetry)
+			}
+			if tt.wantV1 != "" {
+				v1, _, err := ts.dial(t, v1Dialer(), bearer(signToken(t, tt.giveUID, time.Hour)), "")
+				if err != nil {
+					t.Fatalf("pusher.v1 dial: %v", err)
+				}
+				_, _, err = v1.ReadMessage()
+				wantClose(t, err, closeTryAgain, tt.wantV1)
+			}
 			if n := ts.hub.Len(); n != want {
 				t.Errorf("hub.Len() = %d after the refusal, want %d", n, want)
 			}

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // The official client's reconnect policy, for Go clients that must come
@@ -94,16 +96,21 @@ func clampWait(secs int) time.Duration {
 	return time.Duration(min(max(secs, 1), int(BackoffCap/time.Second))) * time.Second
 }
 
-// retryAfterReason matches the wait in a 1013 close reason.
+// retryAfterReason matches the wait in a close reason.
 var retryAfterReason = regexp.MustCompile(`retry after (\d+)s`)
 
-// CloseRetryAfter is the wait a close 1013 ("busy; retry after 2s") asks
-// for, as the official client reads it (retryAfter): the seconds in the
-// reason, 1 s when it names none, at most BackoffCap.
-func CloseRetryAfter(reason string) time.Duration {
+// CloseRetryAfter is the wait a close asks for, as the official client
+// reads it (retryAfter): the seconds in a reason that names them ("busy;
+// retry after 2s", a 1013, or a lone node's 1001 "server shutting down;
+// retry after 2s"), at most BackoffCap; 1 s for a 1013 that names none;
+// 0 (the back-off's own) for any other close.
+func CloseRetryAfter(code int, reason string) time.Duration {
 	m := retryAfterReason.FindStringSubmatch(reason)
-	if m == nil {
+	switch {
+	case m == nil && code == websocket.CloseTryAgainLater:
 		return clampWait(1)
+	case m == nil:
+		return 0
 	}
 	secs, err := strconv.Atoi(m[1])
 	if err != nil { // \d+ fails only by overflowing: a huge wait

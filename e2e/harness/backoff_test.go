@@ -87,18 +87,22 @@ func TestRetryAfter(t *testing.T) {
 
 func TestCloseRetryAfter(t *testing.T) {
 	tests := []struct {
+		code int
 		give string
 		want time.Duration
 	}{
-		{give: "busy; retry after 2s", want: 2 * time.Second},
-		{give: "busy", want: time.Second},
-		{give: "retry after 0s", want: time.Second},
-		{give: "retry after 999s", want: BackoffCap},
-		{give: "retry after 99999999999999999999s", want: BackoffCap},
+		{1013, "busy; retry after 2s", 2 * time.Second},
+		{1013, "busy", time.Second},
+		{1013, "retry after 0s", time.Second},
+		{1013, "retry after 999s", BackoffCap},
+		{1013, "retry after 99999999999999999999s", BackoffCap},
+		{1001, "server shutting down; retry after 2s", 2 * time.Second},
+		{1001, "server shutting down", 0},
+		{4002, "slow client", 0},
 	}
 	for _, tt := range tests {
-		if got := CloseRetryAfter(tt.give); got != tt.want {
-			t.Errorf("CloseRetryAfter(%q) = %s, want %s", tt.give, got, tt.want)
+		if got := CloseRetryAfter(tt.code, tt.give); got != tt.want {
+			t.Errorf("CloseRetryAfter(%d, %q) = %s, want %s", tt.code, tt.give, got, tt.want)
 		}
 	}
 }

@@ -343,8 +343,8 @@ func (c *backoffClient) connect(ctx context.Context) time.Duration {
 	c.g.setOnline(false)
 	c.backoff.Ended(time.Since(openedAt))
 	var ce *websocket.CloseError
-	if errors.As(err, &ce) && ce.Code == websocket.CloseTryAgainLater {
-		return c.backoff.Next(CloseRetryAfter(ce.Text))
+	if errors.As(err, &ce) {
+		return c.backoff.Next(CloseRetryAfter(ce.Code, ce.Text))
 	}
 	return c.backoff.Next(0)
 }

@@ -367,7 +367,7 @@ export class PusherClient {
     } else {
       this.#emitError(new PusherError("closed", reason || "connection closed", false, { closeCode: code }));
     }
-    this.#reconnectLater(code === CLOSE_TRY_AGAIN ? retryAfter(reason) : 0);
+    this.#reconnectLater(retryAfter(code, reason));
   }
 
   // detach forgets the current socket and what belonged to it.
@@ -385,7 +385,7 @@ export class PusherClient {
   }
 
   // reconnectLater waits out the back-off, or, when the server asked for
-  // a wait (1013), that wait plus up to as much again, so the clients it
+  // a wait (1013, or a lone node's 1001), that wait plus up to as much again, so the clients it
   // turned away do not all come back at the same instant.
   /** @param {number} [wait] ms the server asked for */
   #reconnectLater(wait = 0) {
@@ -781,11 +781,17 @@ export class PusherClient {
   }
 }
 
-// retryAfter reads the wait out of a 1013 close reason ("busy; retry
-// after 2s"): ms, at most the back-off cap; 1 s when it says none.
-/** @param {string} reason */
-function retryAfter(reason) {
+// retryAfter reads the wait out of a close reason that names one (a 1013,
+// "busy; retry after 2s", or a lone pusher's 1001, "server shutting down;
+// retry after 2s"): ms, at most the back-off cap; 1 s for a 1013 that says
+// none; 0 (the back-off's own wait) for any other close.
+/**
+ * @param {number} code
+ * @param {string} reason
+ */
+function retryAfter(code, reason) {
   const m = /retry after (\d+)s/.exec(reason);
+  if (!m && code !== CLOSE_TRY_AGAIN) return 0;
   const secs = m ? Number(m[1]) : 1;
   return Math.min(BACKOFF_CAP, Math.max(1, secs) * 1000);
 }

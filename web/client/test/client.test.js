@@ -470,6 +470,15 @@ describe("reconnect", () => {
       Array(3).fill(["closed", 1013, false]));
   });
 
+  it("honours a lone pusher's 1001 that asks for a wait: back after its restart, not after a growing back-off", async (t) => {
+    const s = await connected(t, { random: 0.5 });
+    s.last().serverClose(1001, "server shutting down; retry after 2s");
+    assert.equal(await nextConnect(s), 3000, "2 s + 0.5 * 2 s");
+    s.last().open();
+    s.last().serverClose(1001, "server shutting down");
+    assert.equal(await nextConnect(s), 500, "a cluster node's 1001 asks for none: the back-off's own wait");
+  });
+
   it("keeps the token on a reconnect after an open connection closed", async (t) => {
     const s = await connected(t, { random: 0 });
     s.last().serverClose(4002, "slow client");
