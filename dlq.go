@@ -271,6 +271,9 @@ func (r *replayRun) left() int {
 func (r *replayRun) report(res consumer.ReplayResult) string {
 	var b strings.Builder
 	b.WriteString("replayed " + count(res.Replayed, "dead letter"))
+	if res.Racing > 0 {
+		fmt.Fprintf(&b, ", left %d to another replay of the same user in progress", res.Racing)
+	}
 	if res.Expired > 0 {
 		fmt.Fprintf(&b, ", removed %d past their Pusher-TTL", res.Expired)
 	}

@@ -155,6 +155,24 @@ type ReplayResult struct {
 	Expired    int // past their Pusher-TTL: removed, not republished
 	Skipped    int // malformed: left where they are
 	BadSubject int // reason bad_subject, naming no user to replay to: left where they are
+	// Racing: being republished by another replay at this very moment
+	// (two nodes replaying one user in a connect storm): left to it.
+	Racing int
+}
+
+// errCodeMsgIDInProcess is JetStream's answer to a publish whose
+// Nats-Msg-Id another publish is storing right now (nats-server's
+// JSStreamDuplicateMessageConflict, 409). A replay's id is the dead
+// letter's, so it means another replay has this dead letter in hand.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// racing reports whether a replay's publish failed because another
+// replay is storing the same dead letter (a clustered stream answers so
+// while its first copy goes through Raft; a single server answers the
+// second publish as a duplicate instead).
+func racing(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMsgIDInProcess
 }
 
 // Replay republishes uid's dead letters that keep accepts (every uid's when
@@ -203,6 +221,10 @@ func (d *DLQ) replay(ctx context.Context, uid string, b bound, keep ReplayFilter
 			return nil
 		}
 		if _, err := d.js.PublishMsg(ctx, replayMsg(dl)); err != nil {
+			if racing(err) {
+				res.Racing++ // the other replay stores and deletes it
+				return nil
+			}
 			return fmt.Errorf("republish dead letter %d: %w", dl.Seq, err)
 		}
 		if err := deleteMsg(ctx, stream, dl.Seq); err != nil {

@@ -82,3 +82,57 @@ func TestReplayCountsBadSubject(t *testing.T) {
 		t.Fatalf("%d dead letters left, want both", n)
 	}
 }
+
+// Two replays of one user at once (two nodes in a connect storm): each
+// dead letter is republished once, JetStream's "duplicate message id is
+// in process" answer to the slower one is no error but counted as racing,
+// and PUSH_DLQ ends empty.
+func TestConcurrentReplaysOfOneUser(t *testing.T) {
+	nc, js := startJS(t)
+	c, _ := startConsumer(t, nc, js, newHub(t), consumer.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 300
+	for i := range n {
+		if _, err := js.PublishAsync("push.both", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	waitFor(t, 20*time.Second, "300 dead letters", func() bool { return len(deadLetters(t, js, "both")) == n })
+	if err := c.Close(ctx); err != nil { // the replays stay in PUSH, not dead-lettered again
+		t.Fatal(err)
+	}
+
+	results := make(chan consumer.ReplayResult, 2)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			res, err := consumer.NewDLQ(js).Replay(ctx, "both", consumer.OnlyOffline, nil, nil)
+			results <- res
+			errs <- err
+		}()
+	}
+	var replayed, racing int
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("replay: %v", err)
+		}
+		res := <-results
+		replayed, racing = replayed+res.Replayed, racing+res.Racing
+	}
+	t.Logf("replayed %d, racing %d", replayed, racing)
+	if left := deadLetters(t, js, "both"); len(left) != 0 {
+		t.Fatalf("%d dead letters left", len(left))
+	}
+	info, err := js.Stream(ctx, "PUSH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().State.Msgs; got != 2*n {
+		t.Fatalf("PUSH holds %d messages, want %d: each dead letter republished once", got, 2*n)
+	}
+	if replayed < n {
+		t.Fatalf("replayed %d in all, want at least %d", replayed, n)
+	}
+}

@@ -212,7 +212,7 @@ func (r *Replayer) replay(ctx context.Context, job replayJob) {
 		r.retryLater(ctx, job.uid)
 	case res != ReplayResult{}:
 		r.log.Info(evReplayed, zap.String("uid", job.uid), zap.Int("replayed", res.Replayed),
-			zap.Int("expired", res.Expired), zap.Int("skipped", res.Skipped))
+			zap.Int("expired", res.Expired), zap.Int("skipped", res.Skipped), zap.Int("racing", res.Racing))
 	}
 }
 
