@@ -71,8 +71,13 @@ func (s *Server) connectNATS() error {
 
 // dial connects to natsURL (the embedded server's loopback address, or
 // the cluster), reconnecting forever once connected. It does not use
-// nats.InProcessServer for the embedded server: that is an unbuffered
-// net.Pipe, measured slower than loopback TCP here.
+// nats.InProcessServer for the embedded server. Measured here (issue 15):
+// the server's own in-process connection, an unbuffered net.Pipe, cost
+// 20 % of the maximum throughput; one buffered like a socket (a queue of
+// 32 KiB chunks and a pump each way) saved 8 % of the CPU per message at
+// 5,000 msgs/s (186-189 against 199-206 µs, three rounds) but cost 5-24 %
+// more at full load with 2-16 % less throughput. Loopback TCP is the
+// better trade.
 func (s *Server) dial(natsURL, name string, closed chan struct{}, extra ...nats.Option) (*nats.Conn, error) {
 	nlog := s.log.Named("nats")
 	opts := append([]nats.Option{}, s.cfg.NATSOptions...)
