@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,6 +106,10 @@ type Node struct {
 	subsMu   sync.Mutex
 	subs     map[string]uidSubs
 	requests chan *nats.Msg
+
+	// leaving is set by Leave: departing uids keep their delivery
+	// subscriptions until Close.
+	leaving atomic.Bool
 
 	own    []*nats.Subscription // kicks, replay notices, reply inbox
 	cancel context.CancelFunc
@@ -286,7 +291,7 @@ func (n *Node) OnPresence(uid string) {
 	switch {
 	case online && subs.online == nil:
 		var err error
-		if subs.online, err = n.nc.ChanSubscribe(wire.OnlineSubject(uid), n.requests); err == nil && n.cfg.Routing {
+		if subs.online, err = n.nc.ChanSubscribe(wire.OnlineSubject(uid), n.requests); err == nil && n.cfg.Routing && subs.deliver == nil {
 			subs.deliver, err = n.nc.ChanSubscribe(wire.DeliverSubject(uid), n.requests)
 		}
 		if err != nil {
@@ -295,11 +300,27 @@ func (n *Node) OnPresence(uid string) {
 			return
 		}
 		n.subs[uid] = subs
+	case !online && subs.online != nil && subs.deliver != nil && n.leaving.Load():
+		// Leaving: keep answering delivery requests until Close (Leave).
+		_ = subs.online.Unsubscribe()
+		subs.online = nil
+		n.subs[uid] = subs
 	case !online && subs.online != nil:
 		subs.unsubscribe()
 		delete(n.subs, uid)
 	}
 }
+
+// Leave tells the node it is shutting down: from now on a uid whose
+// connections close keeps its delivery subscription until Close. In a
+// NATS cluster an unsubscription takes a moment to reach the other
+// servers; a delivery request published meanwhile is routed to this
+// node's server, finds no subscription and is dropped without a "no
+// responders", and its sender waits out its whole timeout (25 s; in a
+// rolling restart that held tens of messages and the next node's drain).
+// Kept, the subscription answers it "offline" at once. Call it before
+// the connections are closed.
+func (n *Node) Leave() { n.leaving.Store(true) }
 
 // uidSubs are one local uid's subscriptions.
 type uidSubs struct {

@@ -431,3 +431,34 @@ func TestClosingNodeAnswersQueuedRequests(t *testing.T) {
 		}
 	}
 }
+
+// A leaving node keeps a departed uid's delivery subscription until
+// Close and answers it "offline": in a NATS cluster a request may still
+// be routed to it while its unsubscription spreads, and one that found
+// no subscription would be dropped, its sender waiting out its timeout.
+func TestLeavingNodeAnswersForDepartedUIDs(t *testing.T) {
+	url := startNATS(t)
+	b := newNode(t, url, cluster.Config{Routing: true})
+	c := &conn{}
+	b.add(t, "leaving", c)
+	b.Leave()
+	b.hub.Remove("leaving", c, nil)
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	asker := bystander(t, url)
+	reply, err := asker.Request(wire.DeliverSubject("leaving"), []byte("late"), 5*time.Second)
+	if err != nil || string(reply.Data) != "offline" {
+		t.Fatalf("request after the uid left a leaving node: %v %v, want the answer offline", reply, err)
+	}
+	if _, err := asker.Request(wire.OnlineSubject("leaving"), nil, time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("online query: %v, want no responders (only delivery is kept)", err)
+	}
+	b.Close()
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asker.Request(wire.DeliverSubject("leaving"), []byte("later"), time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("after Close: %v, want no responders", err)
+	}
+}

@@ -312,6 +312,7 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	incomplete("drain", s.cons.Drain(drainCtx))
 	cancelDrain()
+	s.node.Leave()
 	if !s.hub.Shutdown(ctx.Done(), wire.CloseGoingAway, s.goingAwayText()) {
 		incomplete("close connections", ctx.Err())
 	}
