@@ -128,6 +128,7 @@ func (c *serveFlags) config() (server.Config, error) {
 		},
 		MaxDeliver: *c.maxDeliver, Backoff: backoff,
 		QuietDelivered: !*c.logDelivered, NoReplayOnConnect: !*c.replayOnConnect,
+		Version: version,
 		Confirm: confirm, ConfirmTimeout: *c.confirmTimeout,
 		SendQueue: *c.sendQueue, MaxConns: *c.maxConns, MaxConnsPerUID: *c.maxConnsPerUID, MaxHandshakes: *c.maxHandshakes,
 		HandshakeTimeout: *c.handshakeTimeout,

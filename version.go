@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"runtime/debug"
+
+	"github.com/pusher-io/pusher/server"
 )
 
 // version is the release this binary was built as, set at build time
@@ -14,34 +15,12 @@ import (
 // clone, "(devel)" without either.
 var version string
 
-// buildInfo is what `pusher version` prints.
-type buildInfo struct {
-	version   string // version, or the stamped module version, or "(devel)"
-	revision  string // the VCS commit, "-dirty" with local changes; "unknown" without VCS information (go run, go test)
-	goVersion string
-}
-
-func readBuildInfo() buildInfo {
-	b := buildInfo{version: "(devel)", revision: "unknown", goVersion: runtime.Version()}
-	if info, ok := debug.ReadBuildInfo(); ok {
-		if info.Main.Version != "" {
-			b.version = info.Main.Version
-		}
-		dirty := false
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				b.revision = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if dirty && b.revision != "unknown" {
-			b.revision += "-dirty"
-		}
-	}
+// readBuildInfo is what `pusher version` prints: the build the server
+// reports (server.ReadBuild), with version applied last.
+func readBuildInfo() server.Build {
+	b := server.ReadBuild()
 	if version != "" {
-		b.version = version
+		b.Version = version
 	}
 	return b
 }
@@ -55,6 +34,6 @@ func runVersion(_ context.Context, env *environ, args []string) error {
 		return usagef("version takes no arguments, got %q", f.args())
 	}
 	b := readBuildInfo()
-	fmt.Fprintf(env.stdout, "pusher %s\nrevision %s\n%s %s/%s\n", b.version, b.revision, b.goVersion, runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(env.stdout, "pusher %s\nrevision %s\n%s %s/%s\n", b.Version, b.Revision, b.GoVersion, runtime.GOOS, runtime.GOARCH)
 	return nil
 }

@@ -97,6 +97,11 @@ type Config struct {
 	// PresenceOff stops the pusher.presence.<uid> events (online queries
 	// are still answered).
 	PresenceOff bool
+
+	// Version names this build in pusher.ready and pusher_build_info
+	// when set (make build VERSION=v1.2.3); default the version the go
+	// command stamped (ReadBuild).
+	Version string
 }
 
 // Routing is how a node reaches a uid's connections.

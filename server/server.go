@@ -89,6 +89,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, served: make(chan struct{}), binary: ReadBuild()}
+	if cfg.Version != "" {
+		s.binary.Version = cfg.Version
+	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := s.build(ctx); err != nil {
