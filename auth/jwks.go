@@ -343,7 +343,7 @@ func (j *JWKS) fetch(ctx context.Context) (*keySet, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("fetch JWKS: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return nil, nil, fmt.Errorf("fetch JWKS: status %d", resp.StatusCode)
 	}

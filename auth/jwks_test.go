@@ -159,16 +159,16 @@ func TestJWKSOutageKeepsKeys(t *testing.T) {
 	good := rsaJWK("k1", &key.PublicKey, nil)
 	tests := []struct {
 		name    string
-		break_  func(p *testProvider)
+		breakIt func(p *testProvider)
 		wantErr string
 	}{
-		{name: "status 500", break_: func(p *testProvider) { p.setStatus(http.StatusInternalServerError) }, wantErr: "status 500"},
-		{name: "status 204", break_: func(p *testProvider) { p.setStatus(http.StatusNoContent) }, wantErr: "status 204"},
-		{name: "not JSON", break_: func(p *testProvider) { p.serveDoc([]byte("<html>maintenance</html>")) }, wantErr: "parse JWKS"},
-		{name: "no keys member", break_: func(p *testProvider) { p.serveDoc([]byte(`{"kys":[]}`)) }, wantErr: `no "keys"`},
-		{name: "no usable key", break_: func(p *testProvider) { p.serve(t, rsaJWK("k1", &key.PublicKey, map[string]any{"use": "enc"})) }, wantErr: "no usable signing key"},
-		{name: "empty key set", break_: func(p *testProvider) { p.serve(t) }, wantErr: "no usable signing key"},
-		{name: "server gone", break_: func(p *testProvider) { p.srv.Close() }, wantErr: "fetch JWKS"},
+		{name: "status 500", breakIt: func(p *testProvider) { p.setStatus(http.StatusInternalServerError) }, wantErr: "status 500"},
+		{name: "status 204", breakIt: func(p *testProvider) { p.setStatus(http.StatusNoContent) }, wantErr: "status 204"},
+		{name: "not JSON", breakIt: func(p *testProvider) { p.serveDoc([]byte("<html>maintenance</html>")) }, wantErr: "parse JWKS"},
+		{name: "no keys member", breakIt: func(p *testProvider) { p.serveDoc([]byte(`{"kys":[]}`)) }, wantErr: `no "keys"`},
+		{name: "no usable key", breakIt: func(p *testProvider) { p.serve(t, rsaJWK("k1", &key.PublicKey, map[string]any{"use": "enc"})) }, wantErr: "no usable signing key"},
+		{name: "empty key set", breakIt: func(p *testProvider) { p.serve(t) }, wantErr: "no usable signing key"},
+		{name: "server gone", breakIt: func(p *testProvider) { p.srv.Close() }, wantErr: "fetch JWKS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,7 +178,7 @@ func TestJWKSOutageKeepsKeys(t *testing.T) {
 			v := newTestVerifier(t, Config{JWKS: j})
 			tok := signKID(t, jwt.SigningMethodRS256, key, "k1", claims("u1", nil))
 
-			tt.break_(p)
+			tt.breakIt(p)
 			err := j.Refresh(context.Background())
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Refresh() = %v, want an error with %q", err, tt.wantErr)
@@ -222,7 +222,7 @@ func TestJWKSDocumentTooLarge(t *testing.T) {
 		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
 			var mu sync.Mutex
 			doc := small
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				mu.Lock()
 				d := doc
 				mu.Unlock()

@@ -759,10 +759,10 @@ func (b *bench) ratios(rows []ratioRow) {
 			continue
 		}
 		def := "pong"
-		switch {
-		case r.b == "nopresence":
+		switch r.b {
+		case "nopresence":
 			def = "presence"
-		case r.b == "demo":
+		case "demo":
 			def = "pusher"
 		}
 		or := func(v string) string {

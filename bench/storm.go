@@ -211,13 +211,12 @@ func (b *bench) stormCluster(ctx context.Context) error {
 
 // stormRun is one storm scenario's clients, publisher and JetStream view.
 type stormRun struct {
-	mode   string
-	n      int // clients
-	pub    *harness.PacedPublisher
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	start  time.Time
-	loadAt []string // load averages at each restart's SIGTERM
+	mode  string
+	n     int // clients
+	pub   *harness.PacedPublisher
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	start time.Time
 }
 
 func (s *stormRun) close() {

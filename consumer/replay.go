@@ -268,11 +268,11 @@ func (q *replayQueue) push(uid string) bool {
 	return true
 }
 
-// popBatch takes up to max queued uids, oldest first.
-func (q *replayQueue) popBatch(max int) []string {
+// popBatch takes up to most queued uids, oldest first.
+func (q *replayQueue) popBatch(most int) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := min(max, len(q.order))
+	n := min(most, len(q.order))
 	if n == 0 {
 		return nil
 	}

@@ -78,7 +78,7 @@ func TestHTTPBatchAnswersEachMessageInPlace(t *testing.T) {
 		!strings.Contains(res[4].Error, "item must be a JSON object") {
 		t.Errorf("errors do not say why: %+v", res)
 	}
-	if !(res[0].Seq > 0 && res[2].Seq > res[0].Seq && res[6].Seq > res[2].Seq) {
+	if res[0].Seq == 0 || res[2].Seq <= res[0].Seq || res[6].Seq <= res[2].Seq {
 		t.Fatalf("stored items' seqs not increasing in order: %+v", res)
 	}
 	for _, want := range []string{"a1", "a3"} {

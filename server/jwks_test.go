@@ -40,7 +40,7 @@ func newIDP(t testing.TB, kids ...string) *idp {
 	t.Helper()
 	p := &idp{keys: map[string]ed25519.PrivateKey{}, status: http.StatusOK}
 	p.publish(t, kids...)
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		p.fetches.Add(1)
 		p.mu.Lock()
 		defer p.mu.Unlock()

@@ -246,12 +246,12 @@ func TestV1Refresh(t *testing.T) {
 	}{
 		{"same uid", func(t *testing.T) string { return signToken(t, "alice", time.Hour) }, ""},
 		{"other uid", func(t *testing.T) string { return signToken(t, "mallory", time.Hour) }, "refresh: token is for another user"},
-		{"expired", func(t *testing.T) string {
+		{"expired", func(*testing.T) string {
 			tok, _ := auth.Sign(testSecret, "alice", time.Second, time.Now().Add(-time.Hour))
 			return tok
 		}, "refresh: token expired"},
-		{"garbage", func(t *testing.T) string { return "abc.def.ghi" }, "refresh: invalid token"},
-		{"too large", func(t *testing.T) string { return strings.Repeat("a", 3000) }, "refresh: token too large"},
+		{"garbage", func(*testing.T) string { return "abc.def.ghi" }, "refresh: invalid token"},
+		{"too large", func(*testing.T) string { return strings.Repeat("a", 3000) }, "refresh: token too large"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -345,6 +345,9 @@ func DialWS(t testing.TB, httpAddr, uid string, subprotocols ...string) *websock
 	d := *websocket.DefaultDialer
 	d.Subprotocols = subprotocols
 	c, resp, err := d.Dial("ws://"+httpAddr+"/ws", h)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close() // the upgrade's, or the refusal's, read already
+	}
 	if err != nil {
 		t.Fatalf("dial %s: %v (resp %v)", uid, err, resp)
 	}

@@ -247,7 +247,8 @@ func (p *Publisher) await(ctx context.Context, todo chan<- int, futs <-chan infl
 				close(p.allAcked)
 				return
 			}
-		case <-f.fut.Err():
+		case err := <-f.fut.Err():
+			_ = err // whatever it was, republish: Nats-Msg-Id keeps one copy
 			p.retries.Add(1)
 			todo <- f.i
 		case <-ctx.Done():
