@@ -23,6 +23,11 @@ const (
 
 	CloseUnresponsive     = 4004 // frames went unconfirmed for the confirm timeout
 	CloseUnresponsiveText = "unresponsive"
+
+	// CloseTryAgain is RFC 6455's "try again later": a refused handshake
+	// for pusher.v1 clients (browsers cannot read a 503), with the wait in
+	// the reason ("busy; retry after 2s").
+	CloseTryAgain = 1013
 )
 
 // Subprotocol is the WebSocket subprotocol of pusher's own client

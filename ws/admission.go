@@ -7,6 +7,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // Admission control: a node that cannot keep up with a connect storm
@@ -20,9 +22,6 @@ import (
 // a client that asked for pusher.v1 (the official client, in a browser)
 // gets the upgrade and at once the close 1013 (RFC 6455: try again later)
 // with the delay in the reason, which it honours.
-
-// closeTryAgain is RFC 6455's 1013.
-const closeTryAgain = 1013
 
 // busyRetryAfter is what a refused client is asked to wait; clients add
 // their own jitter on top, so the retries spread out.
@@ -64,7 +63,7 @@ func (h *Handler) refuseForNow(w http.ResponseWriter, r *http.Request, why, shor
 	if err != nil {
 		return // the upgrader answered
 	}
-	msg := websocket.FormatCloseMessage(closeTryAgain, short+"; retry after "+secs+"s")
+	msg := websocket.FormatCloseMessage(wire.CloseTryAgain, short+"; retry after "+secs+"s")
 	if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
 		h.log.Debug(evRefused, zap.String("reason", short), zap.Error(err))
 	}

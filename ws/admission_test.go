@@ -8,6 +8,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pusher-io/pusher/wire"
 )
 
 // TestAdmissionRefusesTheExcess: with MaxHandshakes in progress, the next
@@ -53,7 +55,7 @@ func TestAdmissionRefusesTheExcess(t *testing.T) {
 		t.Fatalf("pusher.v1 dial: %v", err)
 	}
 	_, _, err = v1.ReadMessage()
-	wantClose(t, err, closeTryAgain, "busy; retry after 2s")
+	wantClose(t, err, wire.CloseTryAgain, "busy; retry after 2s")
 	if n := ts.hub.Len(); n != 0 {
 		t.Fatalf("%d connections registered, want none: the refused ones never were, the held ones not yet", n)
 	}
@@ -68,7 +70,7 @@ func TestAdmissionRefusesTheExcess(t *testing.T) {
 	if got := testutil.ToFloat64(ts.handler.met.connects.WithLabelValues("busy")); got != 2 {
 		t.Fatalf("busy refusals counted %v, want 2", got)
 	}
-	if closeTryAgain != websocket.CloseTryAgainLater {
+	if wire.CloseTryAgain != websocket.CloseTryAgainLater {
 		t.Fatal("1013 is RFC 6455's try again later")
 	}
 }

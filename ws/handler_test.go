@@ -457,7 +457,7 @@ func TestHubRefusals(t *testing.T) {
 					t.Fatalf("pusher.v1 dial: %v", err)
 				}
 				_, _, err = v1.ReadMessage()
-				wantClose(t, err, closeTryAgain, tt.wantV1)
+				wantClose(t, err, wire.CloseTryAgain, tt.wantV1)
 			}
 			if n := ts.hub.Len(); n != want {
 				t.Errorf("hub.Len() = %d after the refusal, want %d", n, want)
