@@ -109,17 +109,7 @@ func runPub(ctx context.Context, env *environ, args []string) error {
 func runKick(ctx context.Context, env *environ, args []string) error {
 	f := newFlagSet("kick", "pusher kick U", env)
 	nf := addClientNATSFlags(f)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if len(f.args()) != 1 {
-		return usagef("kick wants one uid")
-	}
-	uid := f.args()[0]
-	if err := wire.ValidUID(uid); err != nil {
-		return usageError{err}
-	}
-	nc, err := nf.connectClient()
+	uid, nc, err := uidCommand(f, nf, args)
 	if err != nil {
 		return err
 	}
@@ -159,4 +149,21 @@ func count(n int, noun string) string {
 		return "1 " + noun
 	}
 	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// uidCommand is the start of a command that takes one uid and asks the
+// nodes about it (kick, online): parse f, check the uid, connect.
+func uidCommand(f *flagSet, nf *natsFlags, args []string) (string, *nats.Conn, error) {
+	if err := f.parse(args); err != nil {
+		return "", nil, err
+	}
+	if len(f.args()) != 1 {
+		return "", nil, usagef("%s wants one uid", f.name)
+	}
+	uid := f.args()[0]
+	if err := wire.ValidUID(uid); err != nil {
+		return "", nil, usageError{err}
+	}
+	nc, err := nf.connectClient()
+	return uid, nc, err
 }

@@ -25,17 +25,7 @@ func runOnline(ctx context.Context, env *environ, args []string) error {
 	f := newFlagSet("online", "pusher online [--json] U", env)
 	nf := addClientNATSFlags(f)
 	asJSON := f.Bool("json", "", false, "print each node's answer as a JSON line")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if len(f.args()) != 1 {
-		return usagef("online wants one uid")
-	}
-	uid := f.args()[0]
-	if err := wire.ValidUID(uid); err != nil {
-		return usageError{err}
-	}
-	nc, err := nf.connectClient()
+	uid, nc, err := uidCommand(f, nf, args)
 	if err != nil {
 		return err
 	}
