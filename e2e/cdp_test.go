@@ -309,7 +309,20 @@ func (b *browser) evalT(js string) json.RawMessage {
 // isTrue returns a condition: js yields true. Its error says what the
 // page shows otherwise; a failing evaluation aborts the wait.
 func (b *browser) isTrue(js string) func() error {
+	return b.condition(js, "document.body && document.body.innerText", nil)
+}
+
+// condition returns a wait condition: js yields true. before, when not
+// nil, runs first on each poll; when js is false the error shows what
+// summary (more JS) yields and the page's console. A failing evaluation,
+// or before, aborts the wait.
+func (b *browser) condition(js, summary string, before func() error) func() error {
 	return func() error {
+		if before != nil {
+			if err := before(); err != nil {
+				return harness.Abort(err)
+			}
+		}
 		v, err := b.eval(js)
 		var ok bool
 		if err == nil {
@@ -319,8 +332,8 @@ func (b *browser) isTrue(js string) func() error {
 			return harness.Abort(err)
 		}
 		if !ok {
-			page, _ := b.eval("document.body && document.body.innerText")
-			return fmt.Errorf("false; page: %s; console: %q", page, b.console)
+			seen, _ := b.eval(summary)
+			return fmt.Errorf("false; page: %s; console: %q", seen, b.console)
 		}
 		return nil
 	}

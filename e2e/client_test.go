@@ -199,20 +199,7 @@ func (l *lab) get(js string, v any) {
 // cond is a wait condition: js yields true. Each poll first answers the
 // page's token requests, so the client is never stuck waiting on the test.
 func (l *lab) cond(js string) func() error {
-	return func() error {
-		if err := l.serveTokens(); err != nil {
-			return harness.Abort(err)
-		}
-		var ok bool
-		if err := l.evalInto(js, &ok); err != nil {
-			return harness.Abort(err)
-		}
-		if !ok {
-			summary, _ := l.b.eval(jsLabSummary)
-			return fmt.Errorf("false; page saw %s; console %q", summary, l.b.console)
-		}
-		return nil
-	}
+	return l.b.condition(js, jsLabSummary, l.serveTokens)
 }
 
 func (l *lab) waitTrue(timeout time.Duration, what, js string) {
