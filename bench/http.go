@@ -54,18 +54,11 @@ func (b *bench) httpDoor(ctx context.Context, d door) error {
 		return err
 	}
 	defer pool.close()
-	if err := b.beginPhase(ctx, "http", m); err != nil {
-		return err
-	}
-	mark, err := b.markServer(ctx)
+	mark, c0, err := b.startMessages(ctx, "http", m)
 	if err != nil {
 		return err
 	}
 	tmpl := newPayload(b.cfg.payload)
-	c0, err := b.cpuSnapshot()
-	if err != nil {
-		return err
-	}
 	t0 := time.Now()
 	for r := 0; r < reqs && pool.noBatch.Load() == nil; r++ {
 		job := httpJob{ks: make([]int, d.batch), data: make([][]byte, d.batch)}

@@ -178,6 +178,21 @@ func (b *bench) received() int64 {
 	return n
 }
 
+// startMessages begins a phase of size messages (beginPhase) and takes
+// what its figures are measured from: the server's counters and log
+// mark, then the CPU, last, so nothing of the set-up is counted.
+func (b *bench) startMessages(ctx context.Context, kind string, size int) (serverMark, cpuSnap, error) {
+	if err := b.beginPhase(ctx, kind, size); err != nil {
+		return serverMark{}, cpuSnap{}, err
+	}
+	mark, err := b.markServer(ctx)
+	if err != nil {
+		return serverMark{}, cpuSnap{}, err
+	}
+	c0, err := b.cpuSnapshot()
+	return mark, c0, err
+}
+
 // beginPhase tells every client to count a new phase of size messages.
 func (b *bench) beginPhase(ctx context.Context, kind string, size int) error {
 	return onAll(b.clients, func(_ int, c *clientProc) error {
@@ -388,18 +403,12 @@ func (b *bench) closedLoop(ctx context.Context, phase string, m int, uids []stri
 		return r, err
 	}
 	defer s.close()
-	if err := b.beginPhase(ctx, "throughput", m); err != nil {
-		return r, err
-	}
-	mark, err := b.markServer(ctx)
+	mark, c0, err := b.startMessages(ctx, "throughput", m)
 	if err != nil {
 		return r, err
 	}
-	r.met0 = mark.met
+	r.met0, r.c0 = mark.met, c0
 	tmpl := newPayload(b.cfg.payload)
-	if r.c0, err = b.cpuSnapshot(); err != nil {
-		return r, err
-	}
 	t0 := time.Now()
 	for i := range m {
 		if int64(i)-b.received() >= w {
@@ -565,18 +574,11 @@ func (b *bench) phaseLatency(ctx context.Context) error {
 		return err
 	}
 	defer s.close()
-	if err := b.beginPhase(ctx, "latency", n); err != nil {
-		return err
-	}
-	mark, err := b.markServer(ctx)
+	mark, c0, err := b.startMessages(ctx, "latency", n)
 	if err != nil {
 		return err
 	}
 	tmpl := newPayload(b.cfg.payload)
-	c0, err := b.cpuSnapshot()
-	if err != nil {
-		return err
-	}
 	start := time.Now().Add(20 * time.Millisecond).UnixNano()
 	lags, err := pace(ctx, n, rate, start, func(i int, intended int64) error {
 		data := slices.Clone(tmpl)
