@@ -87,7 +87,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	done
 
 .PHONY: bench
-bench: bench-micro bench-system ## micro-benchmarks, then the end-to-end benchmark (BENCHMARKS.md)
+bench: bench-micro bench-system bench-storm ## micro-benchmarks, the end-to-end benchmark, then the connect storms (BENCHMARKS.md)
 
 .PHONY: bench-micro
 bench-micro: ## Go micro-benchmarks of the hot paths (hub, dispatch, frame write, token verify)
