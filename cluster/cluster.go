@@ -311,15 +311,18 @@ func (n *Node) OnPresence(uid string) {
 	}
 }
 
-// Leave tells the node it is shutting down: from now on a uid whose
-// connections close keeps its delivery subscription until Close. In a
+// Leave tells the node it is shutting down. From now on a uid whose
+// connections close keeps its delivery subscription until Close: in a
 // NATS cluster an unsubscription takes a moment to reach the other
-// servers; a delivery request published meanwhile is routed to this
+// servers, and a delivery request published meanwhile is routed to this
 // node's server, finds no subscription and is dropped without a "no
-// responders", and its sender waits out its whole timeout (25 s; in a
+// responders", its sender waiting out its whole timeout (25 s; in a
 // rolling restart that held tens of messages and the next node's drain).
-// Kept, the subscription answers it "offline" at once. Call it before
-// the connections are closed.
+// Kept, the subscription answers it "offline" at once. And the requests
+// this node sent get leavingPatience for an answer: one still lost that
+// way elsewhere would otherwise hold this node's drain for half its
+// budget; retried, another node delivers it (a duplicate if the first
+// answer was only slow). Call it before the drain.
 func (n *Node) Leave() { n.leaving.Store(true) }
 
 // uidSubs are one local uid's subscriptions.

@@ -462,3 +462,26 @@ func TestLeavingNodeAnswersForDepartedUIDs(t *testing.T) {
 		t.Fatalf("after Close: %v, want no responders", err)
 	}
 }
+
+// A leaving node does not wait out the full timeout for an answer that
+// may never come: after leavingPatience the message is retried.
+func TestLeavingNodeGivesUpOnSilentRequestsSooner(t *testing.T) {
+	url := startNATS(t)
+	a := newNode(t, url, cluster.Config{Routing: true, Timeout: time.Minute, Stall: 100 * time.Millisecond})
+	silent := bystander(t, url)
+	if _, err := silent.Subscribe(wire.DeliverSubject("lost"), func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	o := route(a, "lost", "x")
+	a.Leave()
+	start := time.Now()
+	if err := o.wait(t, 10*time.Second); !errors.Is(err, hub.ErrTimeout) {
+		t.Fatalf("outcome %v, want a timeout", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("took %s: the full timeout, not the leaving node's patience", took)
+	}
+}

@@ -210,17 +210,28 @@ func (n *Node) sweep(ctx context.Context, status <-chan nats.Status) {
 	}
 }
 
+// leavingPatience is how long a leaving node (Leave) waits for another
+// node's answer before it counts the request lost and retries the
+// message, instead of the full Config.Timeout: a node holding the uid
+// answers within milliseconds unless its client is slow to confirm, and
+// waiting longer only holds the shutdown's drain.
+const leavingPatience = 2 * time.Second
+
 // expire ends the remote part of every request whose stall or deadline
-// passed by now.
+// passed by now, or, once the node is leaving, that has waited
+// leavingPatience.
 func (n *Node) expire(now time.Time) {
 	var ids []uint64
 	var errs []error
+	leaving := n.leaving.Load()
 	n.mu.Lock()
 	for id, r := range n.pending {
 		switch {
 		case !r.stallUntil.IsZero() && now.After(r.stallUntil):
 			ids, errs = append(ids, id), append(errs, r.failed)
 		case now.After(r.deadline):
+			ids, errs = append(ids, id), append(errs, ErrTimeout)
+		case leaving && now.After(r.deadline.Add(leavingPatience-n.cfg.Timeout)):
 			ids, errs = append(ids, id), append(errs, ErrTimeout)
 		}
 	}

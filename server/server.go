@@ -313,9 +313,9 @@ func (s *Server) shutdown(ctx context.Context) {
 	if budget > 0 {
 		drainCtx, cancelDrain = context.WithTimeout(ctx, budget/2)
 	}
+	s.node.Leave()
 	incomplete("drain", s.cons.Drain(drainCtx))
 	cancelDrain()
-	s.node.Leave()
 	if !s.hub.Shutdown(ctx.Done(), wire.CloseGoingAway, s.goingAwayText()) {
 		incomplete("close connections", ctx.Err())
 	}
