@@ -272,7 +272,11 @@ func (b *browser) navigate(target string) {
 
 // eval evaluates the JavaScript expression js in the page and returns
 // its value as JSON (null for undefined); a thrown exception is an error.
-func (b *browser) eval(js string) (json.RawMessage, error) {
+func (b *browser) eval(js string) (json.RawMessage, error) { return b.evaluate(js, false) }
+
+// evaluate is Runtime.evaluate of js, awaiting the promise it yields when
+// await is set.
+func (b *browser) evaluate(js string, await bool) (json.RawMessage, error) {
 	var res struct {
 		Result struct {
 			Value json.RawMessage `json:"value"`
@@ -284,7 +288,8 @@ func (b *browser) eval(js string) (json.RawMessage, error) {
 			} `json:"exception"`
 		} `json:"exceptionDetails"`
 	}
-	if err := b.call("Runtime.evaluate", map[string]any{"expression": js, "returnByValue": true}, &res); err != nil {
+	params := map[string]any{"expression": js, "returnByValue": true, "awaitPromise": await}
+	if err := b.call("Runtime.evaluate", params, &res); err != nil {
 		return nil, err
 	}
 	if e := res.ExceptionDetails; e != nil {

@@ -127,27 +127,7 @@ func startLab(t *testing.T, p *harness.Pusher, uid string, ttl time.Duration) *l
 
 // evalAwait is eval for an expression whose value is a promise: it waits
 // for it to settle and returns its value.
-func (b *browser) evalAwait(js string) (json.RawMessage, error) {
-	var res struct {
-		Result struct {
-			Value json.RawMessage `json:"value"`
-		} `json:"result"`
-		ExceptionDetails *struct {
-			Text      string `json:"text"`
-			Exception struct {
-				Description string `json:"description"`
-			} `json:"exception"`
-		} `json:"exceptionDetails"`
-	}
-	params := map[string]any{"expression": js, "returnByValue": true, "awaitPromise": true}
-	if err := b.call("Runtime.evaluate", params, &res); err != nil {
-		return nil, err
-	}
-	if e := res.ExceptionDetails; e != nil {
-		return nil, fmt.Errorf("%s %s", e.Text, e.Exception.Description)
-	}
-	return res.Result.Value, nil
-}
+func (b *browser) evalAwait(js string) (json.RawMessage, error) { return b.evaluate(js, true) }
 
 // serveTokens answers the page's pending getToken calls, each with a
 // token minted now.
