@@ -164,20 +164,7 @@ func demoVersion(bin string) string {
 // the same load generator, in the same run. The next pusher phase starts
 // a fresh pusher (restartPusher), which stops the demo.
 func (b *bench) useDemo(ctx context.Context) error {
-	for _, c := range b.clients {
-		c.stop()
-	}
-	b.clients = nil
-	if p := b.pusher; p != nil {
-		b.pusher = nil
-		b.retired = append(b.retired, p)
-		if err := p.stop(); err != nil {
-			b.notes = append(b.notes, "graceful stop: "+err.Error())
-		} else {
-			b.logf("%s stopped gracefully in %s", p.name, p.stopped.Round(time.Millisecond))
-		}
-		_ = os.RemoveAll(p.dataDir)
-	}
+	b.stopClientsAndPusher()
 	d, err := startDemo(ctx, b.cfg.demoBin, b.tmp)
 	if err != nil {
 		return fmt.Errorf("start the demo (%s): %w", b.cfg.demoBin, err)

@@ -543,21 +543,8 @@ func (b *bench) compareDemo(context.Context) error {
 // fresh pusher on a new data dir; the clients are restarted to point at
 // it.
 func (b *bench) restartPusher(ctx context.Context) error {
-	for _, c := range b.clients {
-		c.stop()
-	}
-	b.clients = nil
+	b.stopClientsAndPusher() // none runs while the demo does
 	b.stopDemo()
-	if old := b.pusher; old != nil {
-		b.pusher = nil
-		b.retired = append(b.retired, old)
-		if err := old.stop(); err != nil {
-			b.notes = append(b.notes, "graceful stop: "+err.Error())
-		} else {
-			b.logf("%s stopped gracefully in %s", old.name, old.stopped.Round(time.Millisecond))
-		}
-		_ = os.RemoveAll(old.dataDir)
-	}
 	p, err := startPusher(ctx, b.bin, b.tmp, fmt.Sprintf("pusher-%d", len(b.retired)+1), b.secret, b.pusherConfig())
 	if err != nil {
 		return err
@@ -777,5 +764,24 @@ func (b *bench) ratios(rows []ratioRow) {
 			m.Op, m.Target = cmp.Or(r.op, "<="), r.target
 		}
 		b.res.add(m)
+	}
+}
+
+// stopClientsAndPusher stops the client processes and the running pusher
+// (kept among the retired for its log), gracefully, and removes its data.
+func (b *bench) stopClientsAndPusher() {
+	for _, c := range b.clients {
+		c.stop()
+	}
+	b.clients = nil
+	if p := b.pusher; p != nil {
+		b.pusher = nil
+		b.retired = append(b.retired, p)
+		if err := p.stop(); err != nil {
+			b.notes = append(b.notes, "graceful stop: "+err.Error())
+		} else {
+			b.logf("%s stopped gracefully in %s", p.name, p.stopped.Round(time.Millisecond))
+		}
+		_ = os.RemoveAll(p.dataDir)
 	}
 }
