@@ -55,6 +55,10 @@ type Handler struct {
 	cfg   Config
 	key   []byte
 	keyID string // KeyID(key): names the key in the logs, never the key
+	// stall lets a batch's publish wait up to the publish timeout for room
+	// in the async window (the default is 200 ms, then an error), so a
+	// flood of batches is slowed down rather than failed.
+	stall jetstream.PublishOpt
 }
 
 // New returns the door publishing on nc, through a JetStream context of
@@ -77,7 +81,7 @@ func New(nc *nats.Conn, log *zap.Logger, cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: jetstream: %w", err)
 	}
-	return &Handler{js: js, log: log.Named("api"), cfg: cfg, key: []byte(cfg.APIKey), keyID: KeyID(cfg.APIKey)}, nil
+	return &Handler{js: js, stall: jetstream.WithStallWait(cfg.PublishTimeout), log: log.Named("api"), cfg: cfg, key: []byte(cfg.APIKey), keyID: KeyID(cfg.APIKey)}, nil
 }
 
 // KeyID names an API key in the logs without revealing it: the first 8

@@ -80,7 +80,7 @@ func (h *Handler) pushBatch(w http.ResponseWriter, r *http.Request, body []byte,
 			id = key + "/" + strconv.Itoa(i)
 		}
 		uids[i] = req.UID
-		futures[i], err = h.js.PublishMsgAsync(newMsg(req.UID, req.Message, policy, id), jetstream.WithStallWait(h.cfg.PublishTimeout))
+		futures[i], err = h.js.PublishMsgAsync(newMsg(req.UID, req.Message, policy, id), h.stall)
 		if err != nil {
 			results[i].Error = errStore
 			h.logFailure(r, http.StatusServiceUnavailable, req.UID, errStore, err, zap.Int("item", i))
