@@ -14,6 +14,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -193,7 +194,11 @@ func dlqByReason(js jetstream.JetStream) (map[string]int, map[string][]string, e
 // offline dead letter: every user is connected, so replay-on-connect or
 // the replay notice must have delivered each. It returns the dead letters
 // left by reason.
-func waitNoOfflineDeadLetters(t testing.TB, m *multiNode, timeout time.Duration) map[string]int {
+//
+// When some are left, it logs what the pushers in trace (m's live ones if
+// none) logged about their users, so a failure on a CI machine explains
+// itself.
+func waitNoOfflineDeadLetters(t testing.TB, m *multiNode, timeout time.Duration, trace ...*harness.Pusher) map[string]int {
 	t.Helper()
 	nc, js := harness.Connect(t, m.nats.LiveURLs())
 	defer nc.Close()
@@ -219,8 +224,28 @@ func waitNoOfflineDeadLetters(t testing.TB, m *multiNode, timeout time.Duration)
 	default:
 		t.Errorf("%d offline dead letters left in PUSH_DLQ %s after settling although every user is connected, e.g. %v",
 			counts[wire.ReasonOffline], timeout, examples[wire.ReasonOffline])
+		if len(trace) == 0 {
+			trace = m.pushers
+		}
+		for _, ex := range examples[wire.ReasonOffline] {
+			_, uid, _ := strings.Cut(ex, "@")
+			logUIDLines(t, uid, trace)
+		}
 	}
 	return counts
+}
+
+// logUIDLines logs, for a failure's diagnosis, the lines the pushers
+// logged about uid, each with its process's name (at most 60 each).
+func logUIDLines(t testing.TB, uid string, pushers []*harness.Pusher) {
+	t.Helper()
+	for _, p := range pushers {
+		lines := p.Log().Find("", map[string]any{"uid": uid})
+		for _, l := range lines[max(0, len(lines)-60):] {
+			b, _ := json.Marshal(l)
+			t.Logf("%s about %s: %s", p.Name(), uid, b)
+		}
+	}
 }
 
 // waitJetStreamAnswers waits until both streams have a leader that
@@ -306,6 +331,7 @@ func TestMultiNodeConcurrentStart(t *testing.T) {
 	}
 	t.Logf("pusher nodes ready %v after a simultaneous start", readyAt)
 	_, js := harness.Connect(t, m.nats.URL(0))
+	checkDLQReadsFromLeader(t, js)
 	for i, a := range m.http {
 		uid := "cs" + strconv.Itoa(i)
 		c := harness.DialWS(t, a, uid)
@@ -314,6 +340,24 @@ func TestMultiNodeConcurrentStart(t *testing.T) {
 		if _, got := harness.Read(t, c, 10*time.Second); string(got) != "hello-"+uid {
 			t.Errorf("%s on pusher-%d got %q", uid, i+1, got)
 		}
+	}
+}
+
+// checkDLQReadsFromLeader checks that the replicated PUSH_DLQ does not
+// allow direct gets: a replica answering one may not hold yet a dead
+// letter the leader acked, and a connect that raced its storing would
+// find nothing to replay (consumer.EnsureTopology).
+func checkDLQReadsFromLeader(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, wire.DLQStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; cfg.Replicas != clusterSize || cfg.AllowDirect {
+		t.Errorf("%s: replicas %d, allow direct %v; want %d replicas read through the leader only",
+			wire.DLQStreamName, cfg.Replicas, cfg.AllowDirect, clusterSize)
 	}
 }
 

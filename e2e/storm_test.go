@@ -440,7 +440,7 @@ func TestRollingRestart(t *testing.T) {
 	_ = rec.AwaitReceived(acked, 30*time.Second)
 	f := harness.Account(t, "storm/rolling", m.nats.LiveURLs(), acked, rec, 90*time.Second)
 	m.settled(t, 45*time.Second)
-	left := waitNoOfflineDeadLetters(t, m, 20*time.Second)
+	left := waitNoOfflineDeadLetters(t, m, 20*time.Second, all...)
 	m.checkAlive(t, -1, -1)
 	t.Logf("FIGURES storm/rolling/summary: clients=%d rate=%d published=%d duplicates=%d publish_retries=%d dlq_left=%v outcomes=%s logs={%s} close_codes=%v total=%s",
 		len(uids), stormRate, len(acked), f.Duplicates, pub.Retries(), left, clusterOutcomes(t, m),

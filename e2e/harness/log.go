@@ -67,8 +67,9 @@ func (l *Log) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Find returns the lines whose msg is event and whose fields equal match
-// (compared as printed, so 4002 matches a JSON number 4002).
+// Find returns the lines whose msg is event (any, when event is empty)
+// and whose fields equal match (compared as printed, so 4002 matches a
+// JSON number 4002).
 func (l *Log) Find(event string, match map[string]any) []map[string]any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -82,7 +83,7 @@ func (l *Log) Find(event string, match map[string]any) []map[string]any {
 	l.pending = l.pending[:0]
 	var out []map[string]any
 	for _, line := range l.lines {
-		if line["msg"] == event && fieldsMatch(line, match) {
+		if (event == "" || line["msg"] == event) && fieldsMatch(line, match) {
 			out = append(out, line)
 		}
 	}
