@@ -18,9 +18,10 @@ type ReplayerConfig struct {
 	// JetStream round trips, so a storm's replays are bound by latency,
 	// not CPU: more workers keep more round trips in flight.
 	Workers int
-	// RetryDelay is how long a failed replay (NATS away, say) waits
-	// before it is tried again, for as long as the uid stays connected
-	// here; default 2s.
+	// RetryDelay is how long a failed replay (NATS away, say), or one
+	// that raced another replay of the same dead letters, waits before it
+	// is tried again, for as long as the uid stays connected here;
+	// default 2s.
 	RetryDelay time.Duration
 	// Registerer receives pusher_messages_total (shared with the
 	// Consumer), where dead letters found past their TTL count as
@@ -213,6 +214,14 @@ func (r *Replayer) replay(ctx context.Context, job replayJob) {
 	case res != ReplayResult{}:
 		r.log.Info(evReplayed, zap.String("uid", job.uid), zap.Int("replayed", res.Replayed),
 			zap.Int("expired", res.Expired), zap.Int("skipped", res.Skipped), zap.Int("racing", res.Racing))
+	}
+	if err == nil && res.Racing > 0 {
+		// The other replay stores and deletes what raced, unless it fails
+		// (its node stopping mid-publish, say); then nobody would replay
+		// those dead letters before the user's next connect. Look again:
+		// what the other replay finished is gone, and its id makes a
+		// republish of what it stored a duplicate that JetStream drops.
+		r.retryLater(ctx, job.uid)
 	}
 }
 
