@@ -52,7 +52,8 @@ func (d *DLQ) open(ctx context.Context) (jetstream.Stream, error) {
 // on into those would replay them forever.
 //
 // A walk that finds nothing (the usual replay-on-connect) costs one
-// direct get; the stream's last sequence is read only after a first hit.
+// get (direct on one replica, else from the leader); the stream's last
+// sequence is read only after a first hit.
 func (d *DLQ) Each(ctx context.Context, uid string, fn func(DeadLetter, error) error) error {
 	return d.each(ctx, uid, bound{}, fn)
 }
