@@ -108,18 +108,17 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) (je
 		MaxMsgsPerSubject: int64(t.DLQMaxPerUID),
 		Duplicates:        duplicateWindow,
 		Replicas:          t.Replicas,
-		AllowDirect:       t.Replicas == 1,
+		// Replay-on-connect looks up a uid's dead letters on every
+		// connect, and a direct get is the cheaper read. But replicas
+		// answer direct gets too, the nearest first, and a replica may not
+		// hold yet what the leader acked (a write needs a quorum, not
+		// every replica): a connect that raced a dead-lettering elsewhere
+		// then found nothing although the replay notice had come and gone,
+		// and the dead letter waited for the user's next connect (seen in
+		// a rolling restart on a loaded machine). Replicated, the reads go
+		// to the leader, which has every dead letter it acked.
+		AllowDirect: t.Replicas == 1,
 	}}
-	// PUSH_DLQ's AllowDirect: replay-on-connect looks up a uid's dead
-	// letters on every connect, and a direct get is the cheaper read. But
-	// replicas answer direct gets too, the nearest first, and a replica may
-	// not hold yet what the leader acked (a write needs a quorum, not
-	// every replica): a connect that raced a dead-lettering elsewhere then
-	// found nothing although the replay notice had come and gone, and the
-	// dead letter waited for the user's next connect (seen in a rolling
-	// restart on a loaded machine). Replicated, the reads go to the
-	// leader, which has every dead letter it acked; the stream is updated
-	// in place on start.
 	for _, cfg := range streams {
 		if err := ensureStream(ctx, js, cfg); err != nil {
 			return nil, err
